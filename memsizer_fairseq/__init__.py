@@ -1,0 +1,12 @@
+"""memsizer-fairseq: Memsizer (Zhang & Cai, EMNLP 2022) as a fairseq plugin.
+
+Use with ``--user-dir memsizer_fairseq``. Importing the package registers the models with
+fairseq and allowlists the types of fairseq checkpoints for torch's safe loader.
+"""
+__version__ = "0.1.0"
+
+from . import checkpoint_safety  # noqa: E402
+
+checkpoint_safety.allow_fairseq_checkpoint_types()
+
+from . import models  # noqa: E402,F401

@@ -1,0 +1,2 @@
+"""fairseq models of the plugin (fairseq also auto-imports this folder for ``--user-dir``)."""
+from . import memsizer_transformer  # noqa: F401  (registers the models)

@@ -1,0 +1,115 @@
+"""fairseq Transformer layers, encoder and decoder whose attention is Memsizer.
+
+Thin subclasses: only fairseq's ``build_*`` hooks are overridden. The Memsizer settings travel as
+``cfg.memsizer`` (a :class:`MemsizerOptions`) beside fairseq's ``TransformerConfig``.
+"""
+from fairseq.distributed import fsdp_wrap
+from fairseq.models.transformer import TransformerDecoderBase, TransformerEncoderBase
+from fairseq.modules.checkpoint_activations import checkpoint_wrapper
+from fairseq.modules.transformer_layer import (
+    TransformerDecoderLayerBase,
+    TransformerEncoderLayerBase,
+)
+
+from ..modules import MemsizerAttention
+
+
+def _with_head_dim(attention: MemsizerAttention) -> MemsizerAttention:
+    # fairseq's decoder layer reads head_dim (for --scale-heads, which Memsizer rejects).
+    attention.head_dim = attention.embed_dim // attention.num_heads
+    return attention
+
+
+def _wrap_layer(layer, cfg):
+    """Activation checkpointing and FSDP wrapping, as fairseq's ``build_*_layer`` do."""
+    checkpoint = cfg.checkpoint_activations
+    if checkpoint:
+        layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
+    return fsdp_wrap(layer, min_num_params=cfg.min_params_to_wrap if not checkpoint else 0)
+
+
+class MemsizerEncoderLayer(TransformerEncoderLayerBase):
+    """Encoder layer with non-causal Memsizer self-attention."""
+
+    def __init__(self, cfg, return_fc=False):
+        self.memsizer = cfg.memsizer
+        super().__init__(cfg, return_fc=return_fc)
+
+    def build_self_attention(self, embed_dim, cfg):
+        return _with_head_dim(
+            MemsizerAttention(
+                embed_dim,
+                cfg.encoder.attention_heads,
+                self.memsizer.encoder_proj_dim,
+                self_attention=True,
+                dropout=cfg.attention_dropout,
+                q_init_scale=self.memsizer.q_init_scale,
+                kv_init_scale=self.memsizer.kv_init_scale,
+            )
+        )
+
+
+class MemsizerDecoderLayer(TransformerDecoderLayerBase):
+    """Decoder layer with causal Memsizer self-attention and Memsizer cross-attention."""
+
+    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False):
+        self.memsizer = cfg.memsizer
+        super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
+
+    def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
+        if add_bias_kv or add_zero_attn:
+            raise ValueError("add_bias_kv / add_zero_attn have no meaning for Memsizer attention")
+        return _with_head_dim(
+            MemsizerAttention(
+                embed_dim,
+                cfg.decoder.attention_heads,
+                self.memsizer.causal_proj_dim,
+                causal=True,
+                self_attention=True,
+                dropout=cfg.attention_dropout,
+                q_init_scale=self.memsizer.q_init_scale,
+                kv_init_scale=self.memsizer.kv_init_scale,
+                block_size=self.memsizer.block_size,
+            )
+        )
+
+    def build_encoder_attention(self, embed_dim, cfg):
+        return _with_head_dim(
+            MemsizerAttention(
+                embed_dim,
+                cfg.decoder.attention_heads,
+                self.memsizer.cross_proj_dim,
+                kdim=cfg.encoder.embed_dim,
+                self_attention=False,
+                encoder_decoder_attention=True,
+                dropout=cfg.attention_dropout,
+                q_init_scale=self.memsizer.q_init_scale,
+                kv_init_scale=self.memsizer.kv_init_scale,
+            )
+        )
+
+
+class MemsizerTransformerEncoder(TransformerEncoderBase):
+    """fairseq's Transformer encoder; Memsizer self-attention if ``--encoder-use-memsizer``."""
+
+    def build_encoder_layer(self, cfg):
+        if not cfg.memsizer.encoder_use_memsizer:
+            return super().build_encoder_layer(cfg)
+        return _wrap_layer(MemsizerEncoderLayer(cfg, return_fc=self.return_fc), cfg)
+
+
+class MemsizerTransformerDecoder(TransformerDecoderBase):
+    """fairseq's incremental Transformer decoder; Memsizer attention if ``--decoder-use-memsizer``."""
+
+    def build_decoder_layer(self, cfg, no_encoder_attn=False):
+        if not cfg.memsizer.decoder_use_memsizer:
+            return super().build_decoder_layer(cfg, no_encoder_attn)
+        return _wrap_layer(MemsizerDecoderLayer(cfg, no_encoder_attn), cfg)
+
+    def incremental_state_bytes(self, incremental_state) -> int:
+        """Bytes of Memsizer state held for this decoder in ``incremental_state``."""
+        return sum(
+            module.state_bytes(incremental_state)
+            for module in self.modules()
+            if isinstance(module, MemsizerAttention)
+        )

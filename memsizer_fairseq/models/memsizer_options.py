@@ -1,0 +1,169 @@
+"""Memsizer's own hyper-parameters: command-line flags, defaults and validation.
+
+The flags keep the names of the authors' plugin. Every flag defaults to ``None`` on the command
+line, so that an omitted flag never overrides what an architecture preset sets (the authors'
+plugin had argparse defaults of 128 / 256 slots that silently replaced the presets' 4 / 32).
+Architecture functions fill the unset values with :func:`fill_memsizer_defaults`.
+"""
+import argparse
+from dataclasses import dataclass, fields
+
+# The paper's machine-translation setting (SPEC: decoder self k=4, cross k=32, scales 8 and 8).
+MT_DEFAULTS = dict(
+    use_memsizer=False,
+    encoder_use_memsizer=False,
+    decoder_use_memsizer=True,
+    causal_proj_dim=4,
+    cross_proj_dim=32,
+    encoder_proj_dim=None,  # falls back to cross_proj_dim
+    q_init_scale=8.0,
+    kv_init_scale=8.0,
+    memsizer_block_size=64,
+)
+
+# The paper's language-modelling setting (Memsizer in every layer, k = 32, scales 32 and 1).
+LM_DEFAULTS = dict(MT_DEFAULTS, causal_proj_dim=32, q_init_scale=32.0, kv_init_scale=1.0)
+
+
+def str2bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def positive_int(value) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    if number <= 0 or str(number) != str(value).strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def positive_float(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {value!r}")
+    return number
+
+
+def add_memsizer_args(parser):
+    """Add Memsizer's flags (no defaults: presets fill them)."""
+    group = parser.add_argument_group("Memsizer")
+    switch = dict(type=str2bool, nargs="?", const=True, default=None, metavar="BOOL")
+    group.add_argument("--use-memsizer", **switch,
+                       help="use Memsizer for every attention layer (encoder and decoder)")
+    group.add_argument("--encoder-use-memsizer", **switch,
+                       help="use Memsizer for encoder self-attention")
+    group.add_argument("--decoder-use-memsizer", **switch,
+                       help="use Memsizer for decoder self-attention and cross-attention")
+    group.add_argument("--causal-proj-dim", type=positive_int, metavar="K",
+                       help="memory slots k of causal (decoder/LM) self-attention")
+    group.add_argument("--cross-proj-dim", type=positive_int, metavar="K",
+                       help="memory slots k of cross-attention")
+    group.add_argument("--encoder-proj-dim", type=positive_int, metavar="K",
+                       help="memory slots k of encoder self-attention (default: --cross-proj-dim)")
+    group.add_argument("--q-init-scale", type=positive_float, metavar="S",
+                       help="Xavier gain S^(-1/2) for the slot-logit projection Phi")
+    group.add_argument("--kv-init-scale", type=positive_float, metavar="S",
+                       help="Xavier gain S^(-1/2) for the value projections W_l and W_r")
+    group.add_argument("--memsizer-block-size", type=positive_int, metavar="C",
+                       help="block length of the linear-time causal training path")
+
+
+def fill_memsizer_defaults(args, defaults=MT_DEFAULTS):
+    """Set every Memsizer attribute that is unset (missing or None); idempotent."""
+    for name, value in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+
+
+@dataclass(frozen=True)
+class MemsizerOptions:
+    """The resolved Memsizer settings a model is built with."""
+
+    encoder_use_memsizer: bool
+    decoder_use_memsizer: bool
+    causal_proj_dim: int
+    cross_proj_dim: int
+    encoder_proj_dim: int
+    q_init_scale: float
+    kv_init_scale: float
+    block_size: int
+
+    @classmethod
+    def from_namespace(cls, args) -> "MemsizerOptions":
+        """Read (and validate) the options from fairseq's args; errors name the flag at fault."""
+        everywhere = bool(getattr(args, "use_memsizer", False))
+        options = cls(
+            encoder_use_memsizer=everywhere or bool(getattr(args, "encoder_use_memsizer", False)),
+            decoder_use_memsizer=everywhere or bool(getattr(args, "decoder_use_memsizer", True)),
+            causal_proj_dim=getattr(args, "causal_proj_dim", None),
+            cross_proj_dim=getattr(args, "cross_proj_dim", None),
+            encoder_proj_dim=(
+                getattr(args, "encoder_proj_dim", None) or getattr(args, "cross_proj_dim", None)
+            ),
+            q_init_scale=getattr(args, "q_init_scale", None),
+            kv_init_scale=getattr(args, "kv_init_scale", None),
+            block_size=getattr(args, "memsizer_block_size", None) or 64,
+        )
+        options.validate()
+        return options
+
+    def validate(self):
+        checks = {
+            "causal_proj_dim": int,
+            "cross_proj_dim": int,
+            "encoder_proj_dim": int,
+            "q_init_scale": float,
+            "kv_init_scale": float,
+            "block_size": int,
+        }
+        flag_names = {"block_size": "memsizer_block_size"}
+        for name, kind in checks.items():
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            if ok and kind is int:
+                ok = float(value).is_integer()
+            if ok and kind is float:
+                ok = value != float("inf")
+            if not ok:
+                flag = "--" + flag_names.get(name, name).replace("_", "-")
+                noun = "integer" if kind is int else "number"
+                raise ValueError(f"{flag} must be a positive {noun}, got {value!r}")
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_heads_divide_width(args, prefix: str):
+    """Memsizer reads ``num_heads`` and ``head_dim`` like fairseq's attention: heads must divide d."""
+    heads = getattr(args, f"{prefix}_attention_heads", None)
+    width = getattr(args, f"{prefix}_embed_dim", None)
+    if heads is None or width is None:
+        return
+    if not isinstance(heads, int) or heads <= 0:
+        raise ValueError(f"--{prefix}-attention-heads must be a positive integer, got {heads!r}")
+    if width % heads != 0:
+        raise ValueError(
+            f"--{prefix}-attention-heads ({heads}) must divide --{prefix}-embed-dim ({width})"
+        )
+
+
+def reject_unsupported(args, where: str):
+    """Transformer options that have no meaning for a Memsizer layer fail loudly."""
+    for name in ("cross_self_attention", "scale_heads"):
+        if getattr(args, name, False):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} is not supported with Memsizer attention in the {where}")
+
+

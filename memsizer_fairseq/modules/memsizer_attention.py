@@ -1,0 +1,267 @@
+"""Memsizer attention (Zhang & Cai, EMNLP 2022) as a drop-in for fairseq's MultiheadAttention.
+
+Plain PyTorch: no fairseq import. Tensors follow fairseq's layout, ``T x B x C``.
+
+* keys are input-independent: ``Phi: d -> h*k`` gives per-head slot logits of the reading
+  position; each head takes a softmax over its k slots and the h distributions are averaged into
+  one slot distribution ``a(z)`` ("lightweight multi-head"), followed by attention dropout;
+* values: ``l_j = LN(W_l x_j)`` (``W_l: d_src -> k``), ``r_j = LN(W_r x_j)`` (``W_r: d_src -> d``);
+* memory: ``M = n^(-1/2) sum_j l_j r_j^T`` over the non-pad source positions (non-causal) or over
+  ``j <= t`` with ``n = t`` (causal); output ``y(z) = a(z) M`` with no output projection.
+
+Incremental decoding keeps, per sentence and layer, a ``k x d`` running sum and a count
+(causal) or the source memory ``M`` (cross-attention): constant in the decoded length.
+"""
+import uuid
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .causal_read import (
+    DEFAULT_BLOCK_SIZE,
+    DEFAULT_QUADRATIC_MAX_LEN,
+    accumulation_dtype,
+    causal_read,
+    causal_step,
+)
+
+IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
+
+
+def _check_positive(name: str, value, kind=int):
+    if not isinstance(value, (int, float)) or value <= 0 or (kind is int and int(value) != value):
+        raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+class MemsizerAttention(nn.Module):
+    """Memsizer attention in its three roles.
+
+    Args:
+        embed_dim: width ``d`` of the reading input and of the output.
+        num_heads: number of slot distributions ``h`` averaged into one.
+        num_slots: memory slots ``k``.
+        kdim: width of the written input (the encoder's width for cross-attention).
+        causal: position t reads only positions ``<= t`` (decoder / LM self-attention).
+        self_attention / encoder_decoder_attention: fairseq's role flags; cross-attention
+            computes the source memory once per sentence during incremental decoding.
+        dropout: attention dropout on the slot distribution.
+        q_init_scale / kv_init_scale: Xavier gain ``scale^(-1/2)`` for ``Phi`` / ``W_l, W_r``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        num_slots: int,
+        kdim: Optional[int] = None,
+        causal: bool = False,
+        self_attention: bool = True,
+        encoder_decoder_attention: bool = False,
+        dropout: float = 0.0,
+        q_init_scale: float = 1.0,
+        kv_init_scale: float = 1.0,
+        block_size: int = DEFAULT_BLOCK_SIZE,
+        quadratic_max_len: int = DEFAULT_QUADRATIC_MAX_LEN,
+    ):
+        super().__init__()
+        _check_positive("embed_dim", embed_dim)
+        _check_positive("num_heads", num_heads)
+        _check_positive("num_slots", num_slots)
+        _check_positive("q_init_scale", q_init_scale, float)
+        _check_positive("kv_init_scale", kv_init_scale, float)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
+        if causal and not self_attention:
+            raise ValueError("causal Memsizer attention must be self-attention")
+        if self_attention == encoder_decoder_attention:
+            raise ValueError("exactly one of self_attention / encoder_decoder_attention is needed")
+        self.embed_dim = embed_dim
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.num_heads = num_heads
+        self.num_slots = num_slots
+        self.causal = causal
+        self.self_attention = self_attention
+        self.encoder_decoder_attention = encoder_decoder_attention
+        self.dropout = dropout
+        self.q_init_scale = float(q_init_scale)
+        self.kv_init_scale = float(kv_init_scale)
+        self.block_size = block_size
+        self.quadratic_max_len = quadratic_max_len
+
+        self.q_proj = nn.Linear(embed_dim, num_heads * num_slots)  # Phi
+        self.l_proj = nn.Linear(self.kdim, num_slots)  # W_l
+        self.r_proj = nn.Linear(self.kdim, embed_dim)  # W_r
+        self.l_norm = nn.LayerNorm(num_slots)
+        self.r_norm = nn.LayerNorm(embed_dim)
+        self._incremental_state_id = str(uuid.uuid4())
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.xavier_uniform_(self.q_proj.weight, gain=self.q_init_scale ** -0.5)
+        nn.init.xavier_uniform_(self.l_proj.weight, gain=self.kv_init_scale ** -0.5)
+        nn.init.xavier_uniform_(self.r_proj.weight, gain=self.kv_init_scale ** -0.5)
+        for linear in (self.q_proj, self.l_proj, self.r_proj):
+            nn.init.zeros_(linear.bias)
+        self.l_norm.reset_parameters()
+        self.r_norm.reset_parameters()
+
+    def extra_repr(self) -> str:
+        role = "causal" if self.causal else ("self" if self.self_attention else "cross")
+        return (
+            f"role={role}, embed_dim={self.embed_dim}, kdim={self.kdim}, heads={self.num_heads}, "
+            f"slots={self.num_slots}, dropout={self.dropout}"
+        )
+
+    # -- the three pieces of the layer -------------------------------------------------------
+
+    def slot_distribution(self, query: Tensor) -> Tensor:
+        """``a(z)``: mean over heads of the per-head slot softmax, then dropout. ``T x B x k``."""
+        tgt_len, bsz, _ = query.shape
+        logits = self.q_proj(query).view(tgt_len, bsz, self.num_heads, self.num_slots)
+        probs = F.softmax(logits.to(accumulation_dtype(logits.dtype)), dim=-1).mean(dim=2)
+        probs = probs.to(query.dtype)
+        return F.dropout(probs, p=self.dropout, training=self.training)
+
+    def write_values(self, source: Tensor) -> Tuple[Tensor, Tensor]:
+        """``l = LN(W_l x)`` (``S x B x k``) and ``r = LN(W_r x)`` (``S x B x d``)."""
+        return self.l_norm(self.l_proj(source)), self.r_norm(self.r_proj(source))
+
+    def source_memory(self, source: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+        """Non-causal memory ``M = n^(-1/2) sum_j l_j r_j^T`` (``B x k x d``, accumulation dtype).
+
+        ``padding_mask``: ``B x S``, True at pads; ``n`` is each sentence's true length.
+        """
+        l, r = self.write_values(source)
+        acc = accumulation_dtype(r.dtype)
+        l, r = l.to(acc).transpose(0, 1), r.to(acc).transpose(0, 1)  # B x S x .
+        if padding_mask is not None:
+            keep = (~padding_mask.bool()).to(acc)
+            l = l * keep.unsqueeze(-1)
+            lengths = keep.sum(dim=1)
+        else:
+            lengths = torch.full((l.size(0),), l.size(1), dtype=acc, device=l.device)
+        # An empty source (n = 0) has an all-zero memory; clamp only avoids 0 * inf.
+        return torch.bmm(l.transpose(1, 2), r) * lengths.clamp(min=1).rsqrt().view(-1, 1, 1)
+
+    @staticmethod
+    def read(a: Tensor, memory: Tensor) -> Tensor:
+        """``y(z) = a(z) M`` for every reading position: ``T x B x k`` by ``B x k x d``."""
+        y = torch.bmm(a.transpose(0, 1).to(memory.dtype), memory)
+        return y.transpose(0, 1).to(a.dtype)
+
+    # -- fairseq's attention interface -------------------------------------------------------
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Optional[Tensor] = None,
+        value: Optional[Tensor] = None,
+        key_padding_mask: Optional[Tensor] = None,
+        incremental_state: Optional[IncrementalState] = None,
+        need_weights: bool = False,
+        static_kv: bool = False,
+        attn_mask: Optional[Tensor] = None,
+        before_softmax: bool = False,
+        need_head_weights: bool = False,
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """Same call as fairseq's ``MultiheadAttention``; returns ``(T x B x d, None)``.
+
+        There are no per-position attention weights to return. ``attn_mask`` (the decoder's
+        future mask) is ignored: causality is part of the causal formulation.
+        """
+        if before_softmax:
+            raise NotImplementedError("Memsizer attention has no attention logits to return")
+        if attn_mask is not None and not self.causal:
+            raise NotImplementedError(
+                "non-causal Memsizer attention cannot apply an arbitrary attn_mask"
+            )
+        if self.causal:
+            return self._causal_forward(query, key_padding_mask, incremental_state), None
+        return self._memory_forward(query, key, key_padding_mask, incremental_state), None
+
+    def _memory_forward(self, query, key, key_padding_mask, incremental_state) -> Tensor:
+        if self.self_attention:
+            key = query
+        elif key is None and incremental_state is None:
+            raise ValueError("cross-attention needs the source (key)")
+        a = self.slot_distribution(query)
+        if incremental_state is None or self.self_attention:
+            return self.read(a, self.source_memory(key, key_padding_mask))
+        saved = self._get_input_buffer(incremental_state)
+        memory = saved.get("memory")
+        if memory is None:
+            if key is None:
+                raise ValueError("cross-attention state is empty and no source was given")
+            memory = self.source_memory(key, key_padding_mask)
+            self._set_input_buffer(incremental_state, {"memory": memory})
+        return self.read(a, memory)
+
+    def _causal_forward(self, x, key_padding_mask, incremental_state) -> Tensor:
+        a = self.slot_distribution(x)
+        l, r = self.write_values(x)
+        a, l, r = a.transpose(0, 1), l.transpose(0, 1), r.transpose(0, 1)  # batch first
+        keep = None if key_padding_mask is None else ~key_padding_mask.bool()
+        if keep is not None and keep.size(1) != x.size(0):
+            # fairseq may pass the mask of the whole prefix; the new positions are the last ones.
+            keep = keep[:, -x.size(0):]
+        if incremental_state is None:
+            y, _, _ = causal_read(
+                a, l, r, keep, block_size=self.block_size, quadratic_max_len=self.quadratic_max_len
+            )
+            return y.transpose(0, 1)
+        saved = self._get_input_buffer(incremental_state)
+        prev_sum, prev_count = saved.get("sum"), saved.get("count")
+        if prev_sum is None:
+            acc = accumulation_dtype(r.dtype)
+            bsz = x.size(1)
+            prev_sum = r.new_zeros(bsz, self.num_slots, self.embed_dim, dtype=acc)
+            prev_count = r.new_zeros(bsz, dtype=acc)
+        if x.size(0) == 1:
+            y, new_sum, new_count = causal_step(a, l, r, keep, prev_sum, prev_count)
+        else:
+            y, new_sum, new_count = causal_read(
+                a, l, r, keep, prev_sum, prev_count, self.block_size, self.quadratic_max_len
+            )
+        self._set_input_buffer(incremental_state, {"sum": new_sum, "count": new_count})
+        return y.transpose(0, 1)
+
+    # -- incremental state, in fairseq's format (Dict[str, Dict[str, Optional[Tensor]]]) ------
+
+    def _state_key(self) -> str:
+        return f"{self._incremental_state_id}.memsizer_state"
+
+    def _get_input_buffer(
+        self, incremental_state: Optional[IncrementalState]
+    ) -> Dict[str, Optional[Tensor]]:
+        if incremental_state is None:
+            return {}
+        return incremental_state.get(self._state_key()) or {}
+
+    def _set_input_buffer(
+        self, incremental_state: IncrementalState, buffer: Dict[str, Optional[Tensor]]
+    ) -> IncrementalState:
+        incremental_state[self._state_key()] = buffer
+        return incremental_state
+
+    def reorder_incremental_state(
+        self, incremental_state: IncrementalState, new_order: Tensor
+    ) -> IncrementalState:
+        """Select/permute sentences (batch first); ``new_order`` may be shorter than the batch."""
+        saved = self._get_input_buffer(incremental_state)
+        if saved:
+            reordered = {
+                name: (None if value is None else value.index_select(0, new_order))
+                for name, value in saved.items()
+            }
+            self._set_input_buffer(incremental_state, reordered)
+        return incremental_state
+
+    def state_bytes(self, incremental_state: Optional[IncrementalState]) -> int:
+        """Bytes this layer holds in ``incremental_state`` (for memory measurements)."""
+        return sum(
+            v.numel() * v.element_size()
+            for v in self._get_input_buffer(incremental_state).values()
+            if v is not None
+        )

@@ -1,0 +1,83 @@
+"""A small synthetic translation task built on the fly, for the quick-start and the tests.
+
+A made-up source language is "translated" word by word into a made-up target language whose
+nouns carry a plural suffix when a number word precedes them and whose adjectives follow the
+noun (a local reordering, as English -> French). Deterministic given the seed; no download.
+"""
+import os
+import random
+from typing import Dict, List, Tuple
+
+_SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "de", "po", "gu", "fa"]
+
+
+def _words(rng: random.Random, count: int, syllables: int) -> List[str]:
+    seen, words = set(), []
+    while len(words) < count:
+        word = "".join(rng.choice(_SYLLABLES) for _ in range(syllables))
+        if word not in seen:
+            seen.add(word)
+            words.append(word)
+    return words
+
+
+class ToyTranslation:
+    """Sentences of the form ``[number] [adjective] noun (verb [adjective] noun)``."""
+
+    def __init__(self, seed: int = 1, nouns: int = 24, adjectives: int = 10, verbs: int = 10):
+        rng = random.Random(seed)
+        src = _words(rng, nouns + adjectives + verbs + 4, 2)
+        tgt = _words(rng, nouns + adjectives + verbs + 4, 3)
+        self.nouns = list(zip(src[:nouns], tgt[:nouns]))
+        self.adjectives = list(zip(src[nouns:nouns + adjectives], tgt[nouns:nouns + adjectives]))
+        self.verbs = list(zip(src[nouns + adjectives:-4], tgt[nouns + adjectives:-4]))
+        self.numbers = list(zip(src[-4:], tgt[-4:]))
+
+    def _phrase(self, rng: random.Random) -> Tuple[List[str], List[str]]:
+        src, tgt = [], []
+        plural = rng.random() < 0.4
+        if plural:
+            number = rng.choice(self.numbers)
+            src.append(number[0])
+            tgt.append(number[1])
+        noun = rng.choice(self.nouns)
+        adjective = rng.choice(self.adjectives) if rng.random() < 0.5 else None
+        if adjective:
+            src.append(adjective[0])
+        src.append(noun[0])
+        tgt.append(noun[1] + ("s" if plural else ""))
+        if adjective:
+            tgt.append(adjective[1])  # adjective after the noun in the target language
+        return src, tgt
+
+    def pair(self, rng: random.Random) -> Tuple[str, str]:
+        src, tgt = self._phrase(rng)
+        if rng.random() < 0.7:
+            verb = rng.choice(self.verbs)
+            obj_src, obj_tgt = self._phrase(rng)
+            src += [verb[0]] + obj_src
+            tgt += [verb[1]] + obj_tgt
+        return " ".join(src), " ".join(tgt)
+
+    def corpus(self, size: int, seed: int) -> List[Tuple[str, str]]:
+        rng = random.Random(seed)
+        return [self.pair(rng) for _ in range(size)]
+
+
+def write_toy_translation(
+    out_dir: str, sizes: Dict[str, int] = None, seed: int = 1, src: str = "src", tgt: str = "tgt"
+) -> Dict[str, str]:
+    """Write ``{split}.{src,tgt}`` raw text files; returns the split prefixes."""
+    sizes = sizes or {"train": 6000, "valid": 200, "test": 200}
+    os.makedirs(out_dir, exist_ok=True)
+    task = ToyTranslation(seed)
+    prefixes = {}
+    for index, (split, size) in enumerate(sizes.items()):
+        pairs = task.corpus(size, seed=seed * 1000 + index)
+        prefix = os.path.join(out_dir, split)
+        with open(f"{prefix}.{src}", "w") as fs, open(f"{prefix}.{tgt}", "w") as ft:
+            for source, target in pairs:
+                fs.write(source + "\n")
+                ft.write(target + "\n")
+        prefixes[split] = prefix
+    return prefixes

@@ -1,0 +1,50 @@
+"""Slow, obviously-correct Memsizer, written straight from the equations (per-position loops).
+
+Uses the parameters of a :class:`MemsizerAttention` so that outputs and gradients can be compared.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def slot_distribution(module, x_t):
+    """a(z): mean over heads of softmax over the k slots of Phi z (one position, one sentence)."""
+    logits = module.q_proj(x_t).view(module.num_heads, module.num_slots)
+    return torch.stack([F.softmax(logits[h], dim=-1) for h in range(module.num_heads)]).mean(0)
+
+
+def reference_attention(module, query, source=None, query_pad=None, source_pad=None, slot_probs=None):
+    """Output ``T x B x d`` of Memsizer for query ``T x B x d``.
+
+    Causal modules read ``M_t = t^(-1/2) sum_{j<=t, j not pad} l_j r_j^T`` with t the number of
+    non-pad positions so far; others read ``M = n^(-1/2) sum_{j not pad} l_j r_j^T`` over the
+    source (the query itself for self-attention). ``slot_probs`` (``T x B x k``) replaces a(z)
+    (to reproduce dropout).
+    """
+    causal = module.causal
+    if source is None:
+        source = query
+    tgt_len, bsz, _ = query.shape
+    outputs = []
+    for b in range(bsz):
+        rows = []
+        for t in range(tgt_len):
+            if slot_probs is not None:
+                a = slot_probs[t, b]
+            else:
+                a = slot_distribution(module, query[t, b])
+            if causal:
+                positions = [j for j in range(t + 1) if query_pad is None or not query_pad[b, j]]
+            else:
+                positions = [
+                    j for j in range(source.size(0)) if source_pad is None or not source_pad[b, j]
+                ]
+            memory = torch.zeros(module.num_slots, module.embed_dim, dtype=query.dtype)
+            for j in positions:
+                l_j = module.l_norm(module.l_proj(source[j, b]))
+                r_j = module.r_norm(module.r_proj(source[j, b]))
+                memory = memory + torch.outer(l_j, r_j)
+            if positions:
+                memory = memory / len(positions) ** 0.5
+            rows.append(a @ memory)
+        outputs.append(torch.stack(rows))
+    return torch.stack(outputs, dim=1)

@@ -1,0 +1,90 @@
+"""Incremental decoding of the Memsizer layer equals the full pass, through beam reorders."""
+import torch
+
+from test_layer import TOL, make
+
+
+def step_through(module, steps, state, source=None, source_pad=None):
+    outs = []
+    for x_t in steps:
+        if module.causal:
+            out, _ = module(x_t, x_t, x_t, incremental_state=state)
+        else:
+            out, _ = module(x_t, source, source, key_padding_mask=source_pad,
+                            incremental_state=state, static_kv=True)
+        outs.append(out)
+    return torch.cat(outs)
+
+
+def test_causal_steps_equal_full_pass():
+    module = make("causal", dim=16, heads=4, slots=6)
+    x = torch.randn(9, 3, 16, dtype=torch.float64)
+    full, _ = module(x, x, x)
+    state = {}
+    torch.testing.assert_close(step_through(module, x.split(1), state), full, **TOL)
+    # State is k x d plus a count per sentence, whatever the length.
+    buffer = module._get_input_buffer(state)
+    assert buffer["sum"].shape == (3, 6, 16) and buffer["count"].shape == (3,)
+
+
+def test_causal_prefill_then_steps():
+    module = make("causal")
+    x = torch.randn(8, 2, 12, dtype=torch.float64)
+    full, _ = module(x, x, x)
+    state = {}
+    first, _ = module(x[:5], x[:5], x[:5], incremental_state=state)
+    rest = step_through(module, x[5:].split(1), state)
+    torch.testing.assert_close(torch.cat([first, rest]), full, **TOL)
+
+
+def test_causal_reorder_within_beams_and_after_dropping_sentences():
+    module = make("causal")
+    beam, sentences = 2, 3
+    bsz = beam * sentences
+    x = torch.randn(4, bsz, 12, dtype=torch.float64)
+    state = {}
+    step_through(module, x.split(1), state)
+    # permute within each sentence's beams (beam 0 of sentence 1 duplicated), then drop sentence 1
+    within = torch.tensor([1, 1, 2, 3, 5, 4])
+    module.reorder_incremental_state(state, within)
+    dropped = torch.tensor([0, 1, 4, 5])
+    module.reorder_incremental_state(state, dropped)
+    order = within[dropped]
+    more = torch.randn(3, len(order), 12, dtype=torch.float64)
+    got = step_through(module, more.split(1), state)
+    history = torch.cat([x[:, order], more])
+    want, _ = module(history, history, history)
+    torch.testing.assert_close(got, want[4:], **TOL)
+
+
+def test_cross_attention_memory_is_computed_once_and_reordered():
+    module = make("cross", kdim=7)
+    src = torch.randn(5, 4, 7, dtype=torch.float64)
+    pad = torch.zeros(4, 5, dtype=torch.bool)
+    pad[2, :2] = True
+    queries = torch.randn(3, 4, 12, dtype=torch.float64)
+    state = {}
+    got = step_through(module, queries.split(1), state, src, pad)
+    want, _ = module(queries, src, src, key_padding_mask=pad)
+    torch.testing.assert_close(got, want, **TOL)
+    memory = module._get_input_buffer(state)["memory"]
+    assert memory.shape == (4, module.num_slots, 12)
+    order = torch.tensor([3, 2])
+    module.reorder_incremental_state(state, order)
+    q2 = torch.randn(2, 2, 12, dtype=torch.float64)
+    # once the memory is cached, the source is not needed any more
+    got = step_through(module, q2.split(1), state, None, None)
+    want, _ = module(q2, src[:, order], src[:, order], key_padding_mask=pad[order])
+    torch.testing.assert_close(got, want, **TOL)
+
+
+def test_state_size_does_not_grow_with_length():
+    module = make("causal", dim=8, heads=2, slots=4)
+    state = {}
+    sizes = []
+    for t in range(300):
+        x_t = torch.randn(1, 2, 8, dtype=torch.float64)
+        module(x_t, x_t, x_t, incremental_state=state)
+        if t in (15, 299):
+            sizes.append(module.state_bytes(state))
+    assert sizes[0] == sizes[1] == 2 * (4 * 8 + 1) * 8
