@@ -1,0 +1,131 @@
+"""Run fairseq's own command-line tools (as subprocesses) with this plugin, and read their output.
+
+Used by the quick-start, the recipes' tiny modes, the comparison command and the end-to-end tests,
+so that they all exercise exactly what a user types: ``fairseq-preprocess``, ``fairseq-train``,
+``fairseq-generate`` ... with ``--user-dir`` pointing at this package.
+"""
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+USER_DIR = os.path.dirname(os.path.abspath(__file__))
+
+_TOOLS = {
+    "preprocess": "fairseq_cli.preprocess",
+    "train": "fairseq_cli.train",
+    "generate": "fairseq_cli.generate",
+    "interactive": "fairseq_cli.interactive",
+    "validate": "fairseq_cli.validate",
+    "eval-lm": "fairseq_cli.eval_lm",
+}
+
+
+class FairseqCommandError(RuntimeError):
+    """A fairseq tool exited non-zero; the message holds the command and the end of its log."""
+
+
+def fairseq_command(tool: str, args: Sequence[str]) -> List[str]:
+    """``python -m fairseq_cli.<tool> ARGS`` for the interpreter running this code."""
+    if tool not in _TOOLS:
+        raise ValueError(f"unknown fairseq tool {tool!r}; one of {sorted(_TOOLS)}")
+    return [sys.executable, "-m", _TOOLS[tool], *map(str, args)]
+
+
+def run_fairseq(
+    tool: str,
+    args: Sequence[str],
+    log_path: Optional[str] = None,
+    stdin: Optional[str] = None,
+    env: Optional[Dict[str, str]] = None,
+    timeout: Optional[float] = None,
+) -> str:
+    """Run a fairseq tool; returns its combined output (also written to ``log_path``)."""
+    command = fairseq_command(tool, args)
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    proc = subprocess.run(
+        command,
+        input=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+    )
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        with open(log_path, "w") as f:
+            f.write(proc.stdout)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.splitlines()[-40:])
+        raise FairseqCommandError(
+            f"fairseq-{tool} failed (exit {proc.returncode}): {' '.join(command)}\n{tail}"
+        )
+    return proc.stdout
+
+
+def preprocess(
+    dest: str, trainpref: str, validpref: str, testpref: Optional[str] = None,
+    src: str = "src", tgt: str = "tgt", joined: bool = True, workers: int = 1,
+    extra: Sequence[str] = (),
+) -> str:
+    args = [
+        "--source-lang", src, "--target-lang", tgt, "--trainpref", trainpref,
+        "--validpref", validpref, "--destdir", dest, "--workers", workers,
+    ]
+    if testpref:
+        args += ["--testpref", testpref]
+    if joined:
+        args.append("--joined-dictionary")
+    return run_fairseq("preprocess", args + list(extra), os.path.join(dest, "preprocess.log"))
+
+
+@dataclass
+class GenerationResult:
+    bleu: Optional[float]
+    sentences: int
+    tokens: int
+    seconds: float
+    hypotheses: Dict[int, str]
+    output: str
+
+    @property
+    def sentences_per_second(self) -> float:
+        return self.sentences / self.seconds if self.seconds > 0 else float("inf")
+
+
+_BLEU = re.compile(r"Generate \S+ with beam=\d+: BLEU4? = ([\d.]+)")
+_SACREBLEU = re.compile(r"Generate \S+ with beam=\d+: BLEU = ([\d.]+)")
+_TIMING = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
+
+
+def parse_generation(output: str) -> GenerationResult:
+    """Read BLEU, timing and the detokenized hypotheses (``D-`` lines) of fairseq-generate."""
+    bleu = _BLEU.search(output) or _SACREBLEU.search(output)
+    timing = _TIMING.search(output)
+    hypotheses = {}
+    for line in output.splitlines():
+        if line.startswith("D-"):
+            ident, _score, text = (line.split("\t") + ["", ""])[:3]
+            hypotheses.setdefault(int(ident[2:]), text)
+    return GenerationResult(
+        bleu=float(bleu.group(1)) if bleu else None,
+        sentences=int(timing.group(1).replace(",", "")) if timing else len(hypotheses),
+        tokens=int(timing.group(2).replace(",", "")) if timing else 0,
+        seconds=float(timing.group(3)) if timing else 0.0,
+        hypotheses=hypotheses,
+        output=output,
+    )
+
+
+def generate(
+    data: str, checkpoint: str, beam: int = 4, batch_size: int = 64, subset: str = "test",
+    extra: Sequence[str] = (), log_path: Optional[str] = None,
+) -> GenerationResult:
+    args = [
+        data, "--user-dir", USER_DIR, "--path", checkpoint, "--gen-subset", subset,
+        "--beam", beam, "--batch-size", batch_size, *extra,
+    ]
+    return parse_generation(run_fairseq("generate", args, log_path))

@@ -1,0 +1,162 @@
+"""memsizer_transformer through fairseq: presets, flags, incremental decoding, beam search."""
+import pytest
+import torch
+from fairseq.sequence_generator import SequenceGenerator
+
+from fairseq_helpers import build_translation_model, parse_translation_args, write_dicts
+from memsizer_fairseq.modules import MemsizerAttention
+
+TOL = dict(rtol=1e-8, atol=1e-8)
+SMALL = [
+    "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
+    "--decoder-ffn-embed-dim", "32", "--encoder-layers", "2", "--decoder-layers", "2",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_dicts(str(tmp_path_factory.mktemp("dicts")))
+
+
+PRESETS = {
+    "memsizer_transformer": 512,
+    "memsizer_transformer_tiny": 64,
+    "memsizer_transformer_iwslt_de_en": 512,
+    "memsizer_transformer_wmt_en_de": 512,
+    "memsizer_transformer_wmt_en_de_big": 1024,
+    "memsizer_vaswani_wmt_en_de_big": 1024,
+}
+
+
+@pytest.mark.parametrize("arch", sorted(PRESETS))
+def test_each_preset_builds_with_the_papers_mt_defaults(data_dir, arch):
+    model, _, args, cfg = build_translation_model(data_dir, arch)
+    assert args.encoder_embed_dim == PRESETS[arch]
+    for source in (args, cfg.model):  # argparse namespace and the OmegaConf config agree
+        assert (source.causal_proj_dim, source.cross_proj_dim) == (4, 32)
+        assert (source.q_init_scale, source.kv_init_scale) == (8.0, 8.0)
+    layer = model.decoder.layers[0]
+    assert isinstance(layer.self_attn, MemsizerAttention) and layer.self_attn.causal
+    assert layer.self_attn.num_slots == 4
+    assert isinstance(layer.encoder_attn, MemsizerAttention)
+    assert layer.encoder_attn.num_slots == 32
+    assert not isinstance(model.encoder.layers[0].self_attn, MemsizerAttention)
+
+
+def test_given_flags_override_and_omitted_flags_keep_the_preset(data_dir):
+    model, _, args, cfg = build_translation_model(
+        data_dir, "memsizer_transformer_wmt_en_de_big",
+        SMALL + ["--causal-proj-dim", "8", "--kv-init-scale", "2", "--encoder-use-memsizer"],
+    )
+    assert (cfg.model.causal_proj_dim, cfg.model.cross_proj_dim) == (8, 32)
+    assert (cfg.model.q_init_scale, cfg.model.kv_init_scale) == (8.0, 2.0)
+    assert cfg.model.dropout == 0.3  # the preset's value survives
+    layer = model.decoder.layers[1]
+    assert layer.self_attn.num_slots == 8 and layer.encoder_attn.num_slots == 32
+    assert layer.self_attn.kv_init_scale == 2.0 and layer.self_attn.q_init_scale == 8.0
+    encoder_attn = model.encoder.layers[0].self_attn
+    assert isinstance(encoder_attn, MemsizerAttention) and encoder_attn.num_slots == 32
+
+
+def test_decoder_memsizer_can_be_switched_off(data_dir):
+    model, *_ = build_translation_model(
+        data_dir, "memsizer_transformer_tiny", ["--decoder-use-memsizer", "false"]
+    )
+    assert not any(isinstance(m, MemsizerAttention) for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    "flags, named",
+    [
+        (["--causal-proj-dim", "0"], "--causal-proj-dim"),
+        (["--cross-proj-dim", "-1"], "--cross-proj-dim"),
+        (["--q-init-scale", "-1"], "--q-init-scale"),
+        (["--kv-init-scale", "0"], "--kv-init-scale"),
+        (["--causal-proj-dim", "2.5"], "--causal-proj-dim"),
+    ],
+)
+def test_bad_values_fail_at_parse_time_naming_the_flag(data_dir, flags, named, capsys):
+    with pytest.raises(SystemExit):
+        parse_translation_args(data_dir, "memsizer_transformer_tiny", flags)
+    assert named in capsys.readouterr().err
+
+
+def test_heads_not_dividing_the_width_fail_naming_the_flag(data_dir):
+    with pytest.raises(ValueError, match="--decoder-attention-heads"):
+        build_translation_model(
+            data_dir, "memsizer_transformer_tiny",
+            ["--decoder-attention-heads", "5", "--decoder-embed-dim", "64"],
+        )
+
+
+def test_unsupported_transformer_options_are_refused(data_dir):
+    with pytest.raises(ValueError, match="--cross-self-attention"):
+        build_translation_model(data_dir, "memsizer_transformer_tiny", ["--cross-self-attention"])
+
+
+def small_model(data_dir, extra=()):
+    model, task, _, _ = build_translation_model(
+        data_dir, "memsizer_transformer_tiny", SMALL + ["--dropout", "0"] + list(extra)
+    )
+    return model.double().eval(), task
+
+
+def random_batch(task, bsz=4, src_len=7, tgt_len=6):
+    vocab = task.source_dictionary
+    src = torch.randint(vocab.nspecial, len(vocab), (bsz, src_len))
+    lengths = torch.tensor([src_len, src_len - 2, src_len - 4, 1][:bsz])
+    for b, n in enumerate(lengths):  # left-padded sources, as fairseq's translation task makes
+        src[b, : src_len - n] = vocab.pad()
+    prev = torch.randint(vocab.nspecial, len(vocab), (bsz, tgt_len))
+    prev[:, 0] = vocab.eos()
+    return src, lengths, prev
+
+
+@pytest.mark.parametrize("encoder_memsizer", [False, True])
+def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsizer):
+    model, task = small_model(data_dir, ["--encoder-use-memsizer"] if encoder_memsizer else [])
+    src, lengths, prev = random_batch(task)
+    with torch.no_grad():
+        enc = model.encoder(src, src_lengths=lengths)
+        full, _ = model.decoder(prev, encoder_out=enc)
+        state = {}
+        for t in range(3):
+            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
+        # reorder as SequenceGenerator does: within beams, then after dropping sentences
+        for order in (torch.tensor([1, 1, 3, 2]), torch.tensor([0, 3])):
+            model.decoder.reorder_incremental_state_scripting(state, order)
+            enc = model.encoder.reorder_encoder_out(enc, order)
+            prev, src, lengths = prev[order], src[order], lengths[order]
+        full, _ = model.decoder(prev, encoder_out=model.encoder(src, src_lengths=lengths))
+        for t in range(3, prev.size(1)):
+            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
+
+
+def full_recompute(decoder_forward):
+    """A decoder forward that recomputes the whole prefix at every step (no incremental state)."""
+
+    def forward(prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
+        out, extra = decoder_forward(prev_output_tokens, encoder_out=encoder_out)
+        return out[:, -1:], extra
+
+    return forward
+
+
+def test_beam_search_equals_search_without_incremental_state(data_dir):
+    model, task = small_model(data_dir)
+    src, lengths, _ = random_batch(task, bsz=4)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": lengths}}
+    generator = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=10)
+    with torch.no_grad():
+        fast = generator.forward(sample)
+    model.decoder.forward = full_recompute(model.decoder.forward)
+    slow_gen = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=10)
+    with torch.no_grad():
+        slow = slow_gen.forward(sample)
+    for hyps_fast, hyps_slow in zip(fast, slow):
+        for a, b in zip(hyps_fast, hyps_slow):
+            assert torch.equal(a["tokens"], b["tokens"])
+            torch.testing.assert_close(a["score"], b["score"], rtol=1e-6, atol=1e-6)
