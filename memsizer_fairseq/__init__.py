@@ -9,4 +9,8 @@ from . import checkpoint_safety  # noqa: E402
 
 checkpoint_safety.allow_fairseq_checkpoint_types()
 
+from . import fairseq_fixes  # noqa: E402
+
+fairseq_fixes.keep_remainder_batches()
+
 from . import models  # noqa: E402,F401

@@ -1,2 +1,3 @@
 """fairseq models of the plugin (fairseq also auto-imports this folder for ``--user-dir``)."""
 from . import memsizer_transformer  # noqa: F401  (registers the models)
+from . import memsizer_lm  # noqa: F401  (registers the language models)

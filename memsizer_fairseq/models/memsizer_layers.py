@@ -106,6 +106,17 @@ class MemsizerTransformerDecoder(TransformerDecoderBase):
             return super().build_decoder_layer(cfg, no_encoder_attn)
         return _wrap_layer(MemsizerDecoderLayer(cfg, no_encoder_attn), cfg)
 
+    def buffered_future_mask(self, tensor):
+        """No ``T x T`` future mask for Memsizer layers: causality is part of the causal read.
+
+        fairseq builds (and caches) a float ``T x T`` mask in every training forward; Memsizer
+        ignores it, and building it would make memory quadratic in the length (1 GiB at 16k
+        tokens in float32).
+        """
+        if self.cfg.memsizer.decoder_use_memsizer:
+            return None
+        return super().buffered_future_mask(tensor)
+
     def incremental_state_bytes(self, incremental_state) -> int:
         """Bytes of Memsizer state held for this decoder in ``incremental_state``."""
         return sum(

@@ -38,6 +38,9 @@ def _check_positive(name: str, value, kind=int):
 class MemsizerAttention(nn.Module):
     """Memsizer attention in its three roles.
 
+    ``causal_read_fn`` (None: choose by length) pins the causal training formulation; the
+    benchmark sets it to compare the forms.
+
     Args:
         embed_dim: width ``d`` of the reading input and of the output.
         num_heads: number of slot distributions ``h`` averaged into one.
@@ -49,6 +52,8 @@ class MemsizerAttention(nn.Module):
         dropout: attention dropout on the slot distribution.
         q_init_scale / kv_init_scale: Xavier gain ``scale^(-1/2)`` for ``Phi`` / ``W_l, W_r``.
     """
+
+    causal_read_fn = None
 
     def __init__(
         self,
@@ -207,9 +212,13 @@ class MemsizerAttention(nn.Module):
             # fairseq may pass the mask of the whole prefix; the new positions are the last ones.
             keep = keep[:, -x.size(0):]
         if incremental_state is None:
-            y, _, _ = causal_read(
-                a, l, r, keep, block_size=self.block_size, quadratic_max_len=self.quadratic_max_len
-            )
+            if self.causal_read_fn is not None:
+                y, _, _ = self.causal_read_fn(a, l, r, keep)
+            else:
+                y, _, _ = causal_read(
+                    a, l, r, keep, block_size=self.block_size,
+                    quadratic_max_len=self.quadratic_max_len,
+                )
             return y.transpose(0, 1)
         saved = self._get_input_buffer(incremental_state)
         prev_sum, prev_count = saved.get("sum"), saved.get("count")

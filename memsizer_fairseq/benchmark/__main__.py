@@ -1,0 +1,101 @@
+"""``python -m memsizer_fairseq.benchmark``: Memsizer against the Transformer, side by side.
+
+Measures, interleaved and repeated, with models built through fairseq's registries:
+incremental decoding per token against prefix length (memsizer_lm, transformer_lm and the same
+network without attention), beam search with fairseq's SequenceGenerator (memsizer_transformer
+and transformer), training steps against length (also the authors' quadratic formulation),
+incremental-state bytes per sentence and peak memory. Writes benchmark.json, benchmark.md and
+PNG plots into --out.
+"""
+import argparse
+import json
+import logging
+import os
+import platform
+import warnings
+
+import torch
+from tqdm import tqdm
+
+from . import report, runner
+
+FULL = dict(
+    prefix_lengths=[16, 64, 256, 1024, 4096, 8192],
+    out_lengths=[20, 100, 500],
+    beam_batches=[1, 8, 64],
+    train_lengths=[512, 1024, 2048, 4096, 8192],
+)
+QUICK = dict(prefix_lengths=[16, 64], out_lengths=[8], beam_batches=[1, 2], train_lengths=[32, 64])
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(prog="python -m memsizer_fairseq.benchmark", description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/benchmark", help="output folder")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="fp32", choices=sorted(runner.DTYPES))
+    p.add_argument("--quick", action="store_true", help="tiny sizes, seconds (CI)")
+    p.add_argument("--sections", default="decode,beam,train", help="comma list of decode,beam,train")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--vocab", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=8, help="batch of the decoding-step measurement")
+    p.add_argument("--steps", type=int, default=16, help="decoding steps timed per prefix")
+    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--src-len", type=int, default=32)
+    p.add_argument("--train-batch", type=int, default=1)
+    p.add_argument("--authors-max-len", type=int, default=None,
+                   help="longest length for the authors' O(T^2 k d) form (default 2048 on CPU, 8192 on GPU)")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    for name in FULL:
+        p.add_argument("--" + name.replace("_", "-"), type=lambda s: [int(x) for x in s.split(",")])
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse(argv)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    sizes = dict(QUICK if args.quick else FULL)
+    for name in FULL:
+        if getattr(args, name) is not None:
+            sizes[name] = getattr(args, name)
+    if args.quick:
+        args.dim, args.layers, args.heads, args.vocab = min(args.dim, 64), min(args.layers, 2), min(args.heads, 4), min(args.vocab, 200)
+        args.repeats, args.steps, args.batch = min(args.repeats, 2), min(args.steps, 4), min(args.batch, 2)
+    cfg = dict(
+        sizes, device=args.device, dtype=args.dtype, repeats=args.repeats, dim=args.dim,
+        layers=args.layers, heads=args.heads, vocab=args.vocab, batch=args.batch, steps=args.steps,
+        beam=args.beam, src_len=args.src_len, train_batch=args.train_batch, threads=args.threads,
+        sections=args.sections.split(","),
+        authors_max_len=args.authors_max_len or (8192 if args.device.startswith("cuda") else 2048),
+    )
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    total = len(runner.jobs_for(cfg)) * cfg["repeats"]
+    with tqdm(total=total, desc="benchmark", unit="run") as progress:
+        rows = runner.run(cfg, progress)
+    result = {"machine": machine(args.device), "config": cfg, "rows": rows}
+    result["targets"] = report.targets(rows)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    text = report.markdown(result)
+    with open(os.path.join(args.out, "benchmark.md"), "w") as f:
+        f.write(text)
+    written = report.plots(result, args.out)
+    print(text)
+    print("wrote", ", ".join([os.path.join(args.out, "benchmark.json"), os.path.join(args.out, "benchmark.md")] + written))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Timing and memory measurements, one function per quantity the benchmark reports."""
+import gc
+import time
+from typing import Callable, Dict, List
+
+import torch
+from fairseq.sequence_generator import SequenceGenerator
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+_cpu_baseline = {"rss": None}
+
+
+def _proc_status_bytes(field: str):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def reset_peak(device: torch.device):
+    """Start a peak-memory window: CUDA allocator stats, or Linux's resident-set high-water mark.
+
+    On CPU, writing 5 to /proc/self/clear_refs resets the peak RSS (VmHWM) to the current RSS,
+    so the peak of each measurement is read in-process; where that is not allowed, None.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _cpu_baseline["rss"] = _proc_status_bytes("VmRSS")
+    except OSError:
+        _cpu_baseline["rss"] = None
+
+
+def peak_bytes(device: torch.device):
+    """Peak bytes allocated (GPU) or peak resident-set growth (CPU) since :func:`reset_peak`."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    if _cpu_baseline["rss"] is None:
+        return None
+    return max(0, _proc_status_bytes("VmHWM") - _cpu_baseline["rss"])
+
+
+def incremental_state_bytes(incremental_state: Dict) -> int:
+    """All tensor bytes held in a fairseq incremental state (any model)."""
+    total = 0
+    for buffer in incremental_state.values():
+        for value in (buffer or {}).values():
+            if torch.is_tensor(value):
+                total += value.numel() * value.element_size()
+    return total
+
+
+def _grow_state_to(incremental_state: Dict, prefix_len: int):
+    """Give every buffer the size it has after ``prefix_len`` tokens (values are irrelevant).
+
+    Softmax attention caches keys/values (``B x H x T x d_h``) and their padding mask; Memsizer
+    keeps ``B x k x d`` sums and a count whatever ``T`` is. Building the state this way instead
+    of decoding ``prefix_len`` tokens keeps long prefixes affordable.
+    """
+    for name, buffer in incremental_state.items():
+        if not buffer:
+            continue
+        grown = {}
+        for key, value in buffer.items():
+            if torch.is_tensor(value) and key in ("prev_key", "prev_value"):
+                shape = list(value.shape)
+                shape[2] = prefix_len
+                value = torch.randn(shape, dtype=value.dtype, device=value.device)
+            elif torch.is_tensor(value) and key == "count":
+                value = torch.full_like(value, float(prefix_len))
+            grown[key] = value
+        incremental_state[name] = grown
+
+
+@torch.no_grad()
+def decode_step_time(model, prefix_len: int, batch: int, steps: int, device) -> Dict:
+    """Per-token time of incremental decoding after a ``prefix_len``-token prefix (LM decoder)."""
+    vocab = model.decoder.dictionary
+    tokens = torch.randint(vocab.nspecial, len(vocab), (batch, prefix_len + steps + 1), device=device)
+    state: Dict = {}
+    model.decoder(tokens[:, :1], incremental_state=state)
+    _grow_state_to(state, prefix_len)
+    model.decoder(tokens[:, : prefix_len + 1], incremental_state=state)  # warm-up step
+    reset_peak(device)
+
+    def run():
+        for s in range(steps):
+            model.decoder(tokens[:, : prefix_len + 2 + s], incremental_state=state)
+
+    seconds = timed(run, device)
+    return {
+        "seconds_per_token": seconds / steps,
+        "state_bytes_per_sentence": incremental_state_bytes(state) / batch,
+        "peak_bytes": peak_bytes(device),
+    }
+
+
+@torch.no_grad()
+def beam_search_time(model, src_len: int, out_len: int, batch: int, beam: int, device) -> Dict:
+    """fairseq's SequenceGenerator producing exactly ``out_len`` tokens per sentence."""
+    vocab = model.decoder.dictionary
+    src = torch.randint(vocab.nspecial, len(vocab), (batch, src_len), device=device)
+    src[:, -1] = vocab.eos()
+    sample = {"net_input": {"src_tokens": src, "src_lengths": torch.full((batch,), src_len, device=device)}}
+    generator = SequenceGenerator(
+        [model], vocab, beam_size=beam, max_len_a=0, max_len_b=out_len, min_len=out_len
+    )
+    reset_peak(device)
+    seconds = timed(lambda: generator.forward(sample), device)
+    return {
+        "seconds": seconds,
+        "sentences_per_second": batch / seconds,
+        "tokens_per_second": batch * out_len / seconds,
+        "peak_bytes": peak_bytes(device),
+    }
+
+
+def train_step_time(model, seq_len: int, batch: int, device) -> Dict:
+    """Forward and backward of a language model on ``batch x seq_len`` tokens."""
+    vocab = model.decoder.dictionary
+    tokens = torch.randint(vocab.nspecial, len(vocab), (batch, seq_len + 1), device=device)
+    model.train()
+
+    def run():
+        logits, _ = model(tokens[:, :-1])
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().view(-1, logits.size(-1)), tokens[:, 1:].reshape(-1)
+        )
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    run()  # warm-up
+    reset_peak(device)
+    seconds = timed(run, device)
+    model.eval()
+    return {"seconds": seconds, "peak_bytes": peak_bytes(device)}
+
+
+def summarize(samples: List[float]) -> Dict:
+    """Minimum and spread ((max - min) / min) of repeated timings."""
+    best = min(samples)
+    return {"min": best, "spread": (max(samples) - best) / best if best > 0 else 0.0, "n": len(samples)}

@@ -1,0 +1,123 @@
+"""Runs the benchmark sections: models side by side, interleaved and repeated."""
+from typing import Dict, List
+
+import torch
+
+from . import measure
+from .models import (
+    build,
+    lm_flags,
+    make_dictionary,
+    remove_self_attention,
+    seq2seq_flags,
+    set_causal_read,
+)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def lm_model(kind: str, cfg: Dict, max_positions: int):
+    """kind: memsizer | transformer | no-attention | memsizer-authors (authors' training form)."""
+    dictionary = make_dictionary(cfg["vocab"])
+    flags = lm_flags(cfg["dim"], cfg["layers"], cfg["heads"])
+    arch = "transformer_lm" if kind == "transformer" else "memsizer_lm"
+    flags += ["--tokens-per-sample", max_positions, "--max-target-positions", max_positions]
+    model = build(arch, dictionary, flags, task_name="language_modeling")
+    if kind == "no-attention":
+        remove_self_attention(model)
+    if kind == "memsizer-authors":
+        set_causal_read(model, "authors")
+    return _place(model, cfg)
+
+
+def seq2seq_model(kind: str, cfg: Dict, max_positions: int):
+    dictionary = make_dictionary(cfg["vocab"])
+    arch = "transformer" if kind == "transformer" else "memsizer_transformer"
+    flags = seq2seq_flags(cfg["dim"], cfg["layers"], cfg["heads"], max_positions)
+    return _place(build(arch, dictionary, flags), cfg)
+
+
+def _place(model, cfg):
+    model = model.to(device=torch.device(cfg["device"]), dtype=DTYPES[cfg["dtype"]])
+    return model.eval()
+
+
+def _max_positions(cfg):
+    return max(cfg["prefix_lengths"] + cfg["train_lengths"] + cfg["out_lengths"]) + 64
+
+
+# -- one measurement of one configuration (also run in a child process for CPU peak memory) --
+
+def _measure(job: Dict, model=None) -> Dict:
+    cfg = job["cfg"]
+    device = torch.device(cfg["device"])
+    section, kind = job["section"], job["kind"]
+    if model is None:
+        builder = seq2seq_model if section == "beam" else lm_model
+        model = builder(kind, cfg, _max_positions(cfg))
+    if section == "decode":
+        return measure.decode_step_time(model, job["prefix_len"], cfg["batch"], cfg["steps"], device)
+    if section == "beam":
+        return measure.beam_search_time(
+            model, cfg["src_len"], job["out_len"], job["batch"], cfg["beam"], device
+        )
+    return measure.train_step_time(model, job["seq_len"], cfg["train_batch"], device)
+
+
+def jobs_for(cfg: Dict) -> List[Dict]:
+    jobs = []
+    if "decode" in cfg["sections"]:
+        for prefix_len in cfg["prefix_lengths"]:
+            for kind in ("memsizer", "transformer", "no-attention"):
+                jobs.append(dict(section="decode", kind=kind, prefix_len=prefix_len))
+    if "beam" in cfg["sections"]:
+        for out_len in cfg["out_lengths"]:
+            for batch in cfg["beam_batches"]:
+                for kind in ("memsizer", "transformer"):
+                    jobs.append(dict(section="beam", kind=kind, out_len=out_len, batch=batch))
+    if "train" in cfg["sections"]:
+        for seq_len in cfg["train_lengths"]:
+            kinds = ["memsizer", "transformer"]
+            if seq_len <= cfg["authors_max_len"]:
+                kinds.append("memsizer-authors")
+            for kind in kinds:
+                jobs.append(dict(section="train", kind=kind, seq_len=seq_len))
+    for job in jobs:
+        job["cfg"] = cfg
+    return jobs
+
+
+def run(cfg: Dict, progress=None) -> List[Dict]:
+    """Every job ``repeats`` times, interleaved (round-robin over jobs), then summarized."""
+    jobs = jobs_for(cfg)
+    models = {}
+    for job in jobs:
+        key = ("beam" if job["section"] == "beam" else "lm", job["kind"])
+        if key not in models:
+            builder = seq2seq_model if key[0] == "beam" else lm_model
+            models[key] = builder(job["kind"], cfg, _max_positions(cfg))
+        job["model_key"] = key
+    samples = {id(job): [] for job in jobs}
+    extra = {}
+    for _ in range(cfg["repeats"]):
+        for job in jobs:
+            result = _measure(job, models[job["model_key"]])
+            time_key = "seconds_per_token" if job["section"] == "decode" else "seconds"
+            samples[id(job)].append(result[time_key])
+            previous = extra.get(id(job), {})
+            if result.get("peak_bytes") is not None:
+                result["peak_bytes"] = max(result["peak_bytes"], previous.get("peak_bytes") or 0)
+            extra[id(job)] = result
+            if progress:
+                progress.update(1)
+    rows = []
+    for job in jobs:
+        row = {k: v for k, v in job.items() if k not in ("cfg", "model_key")}
+        row.update({k: v for k, v in extra[id(job)].items() if not k.startswith("seconds")})
+        row["time"] = measure.summarize(samples[id(job)])
+        if row["section"] == "beam":
+            seconds = row["time"]["min"]
+            row["sentences_per_second"] = job["batch"] / seconds
+            row["tokens_per_second"] = job["batch"] * job["out_len"] / seconds
+        rows.append(row)
+    return rows

@@ -1,0 +1,213 @@
+"""``--arch memsizer_lm``: fairseq's Transformer language model with Memsizer self-attention.
+
+For ``--task language_modeling``. Every ``transformer_lm`` flag keeps working (adaptive input
+and softmax, shared embeddings, layerdrop, character embeddings, fp16/bf16 ...) because the
+model subclasses fairseq's :class:`TransformerLanguageModel` and only swaps the decoder for a
+:class:`MemsizerTransformerDecoder` without cross-attention; the causal Memsizer attention is the
+foundation's :class:`~memsizer_fairseq.modules.MemsizerAttention`.
+
+fairseq registers ``transformer_lm`` with a dataclass config; this model is registered the
+legacy way (``add_args`` + architecture functions), like ``memsizer_transformer``: the
+``transformer_lm`` flags are generated from fairseq's dataclass *without defaults*, the Memsizer
+flags default to ``None``, and the architecture functions fill only what is unset (so an omitted
+flag never overrides a preset, and running a preset twice changes nothing).
+
+Defaults are the paper's language-modelling setting (``LM_DEFAULTS``): Memsizer in every layer,
+k = 32 slots, q_init_scale 32, kv_init_scale 1. Presets:
+
+* ``memsizer_lm`` -- fairseq's ``transformer_lm`` base (6 x 512);
+* ``memsizer_lm_big`` -- ``transformer_lm_big`` (12 x 1024);
+* ``memsizer_lm_wiki103`` -- the Baevski-Auli adaptive-input Wikitext-103 setup as the authors
+  ran it: 32 layers and layerdrop 0.2 (train with ``--tokens-per-sample 512``);
+* ``memsizer_lm_gpt2_small`` / ``memsizer_lm_gpt2_medium`` -- fairseq's GPT-2 sizes.
+"""
+import argparse
+from dataclasses import MISSING, fields
+
+from fairseq import options as fairseq_options
+from fairseq.dataclass.utils import gen_parser_from_dataclass
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models import transformer_lm as fairseq_lm
+from fairseq.models.transformer import TransformerConfig
+from fairseq.models.transformer_lm import (
+    DEFAULT_MAX_TARGET_POSITIONS,
+    TransformerLanguageModel,
+    TransformerLanguageModelConfig,
+)
+from fairseq.modules import AdaptiveInput, CharacterTokenEmbedder
+from fairseq.utils import safe_getattr
+
+from .memsizer_layers import MemsizerTransformerDecoder
+from .memsizer_options import (
+    LM_DEFAULTS,
+    MemsizerOptions,
+    add_memsizer_args,
+    check_heads_divide_width,
+    fill_memsizer_defaults,
+    reject_unsupported,
+)
+
+
+def validate_memsizer_lm_args(args) -> MemsizerOptions:
+    """All checks that must fail before training starts; each error names its flag."""
+    options = MemsizerOptions.from_namespace(args)
+    if options.decoder_use_memsizer:
+        check_heads_divide_width(args, "decoder")
+        reject_unsupported(args, "language model")
+    return options
+
+
+def _lm_fields():
+    """(name, default) of the ``transformer_lm`` fields this model's flags come from."""
+    for fld in fields(TransformerLanguageModelConfig):
+        if fld.default is not MISSING:
+            default = fld.default
+        elif fld.default_factory is not MISSING:  # type: ignore[misc]
+            default = fld.default_factory()  # type: ignore[misc]
+        else:
+            default = None
+        if isinstance(default, str) and default.startswith("${"):
+            continue  # interpolates the task / common config: left to fairseq
+        yield fld.name, getattr(default, "value", default)
+
+
+def _forget_unset_lm_fields(args):
+    """Drop model fields that a plain (non-suppressing) parser left as ``None``.
+
+    fairseq's presets use ``safe_getattr``, which on an ``argparse.Namespace`` returns a present
+    ``None`` instead of the preset's value; removing it lets the preset fill it.
+    """
+    if isinstance(args, argparse.Namespace):
+        for name, _ in _lm_fields():
+            if name in vars(args) and getattr(args, name) is None:
+                delattr(args, name)
+
+
+def _fill_lm_dataclass_defaults(args):
+    """Give every ``transformer_lm`` field that no preset set its dataclass default.
+
+    The flags are generated without defaults (so that presets can fill them); fields that
+    fairseq's ``base_lm_architecture`` leaves alone (``activation_dropout``, ``relu_dropout``,
+    ``character_filters``, ``min_params_to_wrap`` ...) would otherwise stay ``None``. Fields that
+    interpolate other parts of the config (``tokens_per_sample`` ...) are left to fairseq.
+    """
+    for name, default in _lm_fields():
+        if default is not None and safe_getattr(args, name, None) is None:
+            setattr(args, name, default)
+
+
+@register_model("memsizer_lm")
+class MemsizerLanguageModel(TransformerLanguageModel):
+    """Transformer language model with causal Memsizer self-attention (Zhang & Cai, 2022)."""
+
+    @classmethod
+    def hub_models(cls):
+        return {}
+
+    @classmethod
+    def add_args(cls, parser):
+        # transformer_lm's flags, without defaults: the architecture functions fill them.
+        gen_parser_from_dataclass(parser, TransformerLanguageModelConfig(), delete_default=True)
+        add_memsizer_args(parser)
+
+    @classmethod
+    def build_model(cls, args, task):
+        memsizer_lm_base_architecture(args)  # fill what older checkpoints / direct calls lack
+        options = validate_memsizer_lm_args(args)
+
+        if args.decoder_layers_to_keep:
+            args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
+        if safe_getattr(args, "max_target_positions", None) is None:
+            args.max_target_positions = safe_getattr(
+                args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS
+            )
+
+        embed_tokens = cls.build_lm_input_embedding(args, task)
+        if args.tie_adaptive_weights:
+            if not args.adaptive_input:
+                raise ValueError("--tie-adaptive-weights needs --adaptive-input")
+            if args.adaptive_input_factor != args.adaptive_softmax_factor:
+                raise ValueError(
+                    "--tie-adaptive-weights needs --adaptive-input-factor == "
+                    "--adaptive-softmax-factor"
+                )
+            if args.adaptive_softmax_cutoff != args.adaptive_input_cutoff:
+                raise ValueError(
+                    f"--tie-adaptive-weights needs --adaptive-softmax-cutoff "
+                    f"({args.adaptive_softmax_cutoff}) == --adaptive-input-cutoff "
+                    f"({args.adaptive_input_cutoff})"
+                )
+            if args.decoder_input_dim != args.decoder_output_dim:
+                raise ValueError(
+                    "--tie-adaptive-weights needs --decoder-input-dim == --decoder-output-dim"
+                )
+
+        cfg = TransformerConfig.from_namespace(args)
+        cfg.memsizer = options
+        decoder = MemsizerTransformerDecoder(
+            cfg, task.target_dictionary, embed_tokens, no_encoder_attn=True
+        )
+        return cls(decoder)
+
+    @classmethod
+    def build_lm_input_embedding(cls, args, task):
+        """The input embedding exactly as fairseq's ``TransformerLanguageModel.build_model``."""
+        if args.character_embeddings:
+            return CharacterTokenEmbedder(
+                task.source_dictionary,
+                eval(args.character_filters),
+                args.character_embedding_dim,
+                args.decoder_embed_dim,
+                args.char_embedder_highway_layers,
+            )
+        if args.adaptive_input:
+            return AdaptiveInput(
+                len(task.source_dictionary),
+                task.source_dictionary.pad(),
+                args.decoder_input_dim,
+                args.adaptive_input_factor,
+                args.decoder_embed_dim,
+                fairseq_options.eval_str_list(args.adaptive_input_cutoff, type=int),
+                args.quant_noise_pq,
+                args.quant_noise_pq_block_size,
+            )
+        return cls.build_embedding(args, task.source_dictionary, args.decoder_input_dim)
+
+
+def _memsizer_lm_architecture(name: str, lm_preset, **preset_overrides):
+    """Register ``name`` = the Memsizer LM defaults on top of fairseq's ``lm_preset``.
+
+    ``preset_overrides`` are further values the preset fills when unset (before ``lm_preset``).
+    """
+
+    def architecture(args):
+        _forget_unset_lm_fields(args)
+        fill_memsizer_defaults(args, LM_DEFAULTS)
+        for key, value in preset_overrides.items():
+            if safe_getattr(args, key, None) is None:
+                setattr(args, key, value)
+        lm_preset(args)
+        _fill_lm_dataclass_defaults(args)
+
+    architecture.__name__ = name
+    architecture.__doc__ = f"Memsizer LM defaults over fairseq's {lm_preset.__name__}."
+    return register_model_architecture("memsizer_lm", name)(architecture)
+
+
+memsizer_lm_base_architecture = _memsizer_lm_architecture(
+    "memsizer_lm", fairseq_lm.base_lm_architecture
+)
+memsizer_lm_big = _memsizer_lm_architecture("memsizer_lm_big", fairseq_lm.transformer_lm_big)
+# The authors' Wikitext-103 run: Baevski & Auli's adaptive-input model, 32 layers, layerdrop 0.2.
+memsizer_lm_wiki103 = _memsizer_lm_architecture(
+    "memsizer_lm_wiki103",
+    fairseq_lm.transformer_lm_baevski_wiki103,
+    decoder_layers=32,
+    decoder_layerdrop=0.2,
+)
+memsizer_lm_gpt2_small = _memsizer_lm_architecture(
+    "memsizer_lm_gpt2_small", fairseq_lm.transformer_lm_gpt2_small
+)
+memsizer_lm_gpt2_medium = _memsizer_lm_architecture(
+    "memsizer_lm_gpt2_medium", fairseq_lm.transformer_lm_gpt2_medium
+)

@@ -1,0 +1,57 @@
+"""The authors' causal training formulation, kept only as a baseline for the benchmark.
+
+Their plugin forms the per-position outer products ``l_j r_j^T`` as a ``T x B x k x d`` tensor,
+mixes them with a ``T x T`` causal matrix (row t: ones up to t, scaled by ``n_t^(-1/2)``) into the
+per-position memories ``M_t`` (again ``T x B x k x d``) and reads ``y_t = a_t M_t``:
+O(T^2 k d) time and O(T k d) memory per layer. Same arguments and results as
+:func:`~memsizer_fairseq.modules.causal_read.quadratic_causal_read` (batch first); it is not used
+by the model.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .causal_read import accumulation_dtype
+
+
+def authors_causal_read(
+    a: Tensor,
+    l: Tensor,
+    r: Tensor,
+    keep: Optional[Tensor] = None,
+    init_sum: Optional[Tensor] = None,
+    init_count: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """a, l: ``B x T x k``; r: ``B x T x d``; keep: ``B x T``. Returns (y, final sum, count)."""
+    out_dtype = r.dtype
+    acc = accumulation_dtype(r.dtype)
+    a, l, r = a.to(acc), l.to(acc), r.to(acc)
+    bsz, seq_len, slots = l.shape
+    dim = r.size(-1)
+    if keep is None:
+        keep = torch.ones(bsz, seq_len, dtype=acc, device=l.device)
+    else:
+        keep = keep.to(acc)
+        l = l * keep.unsqueeze(-1)
+    # T x B x k x d per-position outer products l_j r_j^T.
+    outer = torch.einsum("btk,btd->tbkd", l, r)
+    counts = keep.cumsum(dim=1)  # B x T
+    if init_count is not None:
+        counts = counts + init_count.to(acc).unsqueeze(1)
+    scale = counts.clamp(min=1).rsqrt()  # B x T
+    # T x T causal mixing (per sentence, since n_t depends on its padding): B x T x T.
+    causal = torch.ones(seq_len, seq_len, dtype=acc, device=l.device).tril()
+    mixing = causal.unsqueeze(0) * scale.unsqueeze(-1)
+    # M_t = sum_j mixing[t, j] l_j r_j^T, materialised for every t: T x B x k x d.
+    memories = torch.einsum("btj,jbx->tbx", mixing, outer.reshape(seq_len, bsz, slots * dim))
+    memories = memories.view(seq_len, bsz, slots, dim)
+    if init_sum is not None:
+        memories = memories + init_sum.to(acc).unsqueeze(0) * scale.t().reshape(
+            seq_len, bsz, 1, 1
+        )
+    y = torch.einsum("btk,tbkd->btd", a, memories)
+    final_sum = outer.sum(dim=0)
+    if init_sum is not None:
+        final_sum = final_sum + init_sum.to(acc)
+    return y.to(out_dtype), final_sum, counts[:, -1]
