@@ -88,3 +88,46 @@ def test_state_size_does_not_grow_with_length():
         if t in (15, 299):
             sizes.append(module.state_bytes(state))
     assert sizes[0] == sizes[1] == 2 * (4 * 8 + 1) * 8
+
+
+def test_decoding_fast_path_without_autograd_matches_reference():
+    """Under no_grad: fused projection GEMM and in-place state updates."""
+    from reference import reference_attention
+
+    module = make("causal", dim=16, heads=4, slots=6)
+    x = torch.randn(7, 3, 16, dtype=torch.float64)
+    want = reference_attention(module, x)
+    with torch.no_grad():
+        full, _ = module(x, x, x)
+        state = {}
+        steps = step_through(module, x.split(1), state)
+    torch.testing.assert_close(full, want, **TOL)
+    torch.testing.assert_close(steps, want, **TOL)
+    assert module._fused_cache is not None
+
+
+def test_fused_weights_follow_in_place_parameter_updates():
+    module = make("causal")
+    x = torch.randn(4, 2, 12, dtype=torch.float64)
+    with torch.no_grad():
+        before, _ = module(x, x, x)
+        module.r_proj.weight.mul_(2.0)  # as an optimizer step does
+        after, _ = module(x, x, x)
+    from reference import reference_attention
+
+    torch.testing.assert_close(after, reference_attention(module, x), **TOL)
+    assert not torch.allclose(before, after)
+
+
+def test_noncausal_self_attention_fast_path_matches_reference():
+    from reference import reference_attention
+
+    module = make("self")
+    x = torch.randn(5, 3, 12, dtype=torch.float64)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[1, :2] = True
+    with torch.no_grad():
+        out, _ = module(x, x, x, key_padding_mask=pad)
+    want = reference_attention(module, x, query_pad=pad, source_pad=pad)
+    keep = (~pad).t().unsqueeze(-1).double()
+    torch.testing.assert_close(out * keep, want * keep, **TOL)

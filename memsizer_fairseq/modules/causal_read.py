@@ -124,7 +124,7 @@ def chunked_causal_read(
     read = read + torch.bmm(a_blk, prefix.view(bsz * num_blocks, slots, dim))
     read = read.view(bsz, num_blocks * block_size, dim)[:, :seq_len]
 
-    final_sum = inclusive[:, -1]
+    final_sum = inclusive[:, -1].clone()  # not a view: the state must not pin `inclusive`
     if init_sum is not None:
         final_sum = final_sum + init_sum.to(final_sum.dtype)
     y, count = _finish(read, keep, init_count)
@@ -153,16 +153,26 @@ def causal_step(
     """One decoding step (T = 1): ``S_t = S_{t-1} + l_t r_t^T``, ``y_t = a_t S_t / sqrt(t)``.
 
     a, l: ``B x 1 x k``; r: ``B x 1 x d``; state_sum ``B x k x d``; state_count ``B``.
+    Without autograd the state is updated in place (no per-step allocation of ``B x k x d``).
     """
     out_dtype = r.dtype
     acc = state_sum.dtype
     a, l, r = a.to(acc), l.to(acc), r.to(acc)
+    in_place = not torch.is_grad_enabled() or not any(
+        t.requires_grad for t in (a, l, r, state_sum, state_count)
+    )
     if keep is not None:
         keep = keep.to(acc).view(-1)
         l = l * keep.view(-1, 1, 1)
-        new_count = state_count + keep
+        step = keep
     else:
-        new_count = state_count + 1
-    new_sum = torch.baddbmm(state_sum, l.transpose(1, 2), r)
-    y = torch.bmm(a, new_sum) * new_count.clamp(min=1).rsqrt().view(-1, 1, 1)
-    return y.to(out_dtype), new_sum, new_count
+        step = 1
+    if in_place:
+        new_sum = state_sum.baddbmm_(l.transpose(1, 2), r)
+        new_count = state_count.add_(step)
+    else:
+        new_sum = torch.baddbmm(state_sum, l.transpose(1, 2), r)
+        new_count = state_count + step
+    # scale the k-vector a_t rather than the d-vector read: (a_t / sqrt(t)) S_t
+    scaled_a = a * new_count.clamp(min=1).rsqrt().view(-1, 1, 1)
+    return torch.bmm(scaled_a, new_sum).to(out_dtype), new_sum, new_count

@@ -54,6 +54,7 @@ class MemsizerAttention(nn.Module):
     """
 
     causal_read_fn = None
+    _fused_cache = None
 
     def __init__(
         self,
@@ -123,11 +124,35 @@ class MemsizerAttention(nn.Module):
 
     def slot_distribution(self, query: Tensor) -> Tensor:
         """``a(z)``: mean over heads of the per-head slot softmax, then dropout. ``T x B x k``."""
-        tgt_len, bsz, _ = query.shape
-        logits = self.q_proj(query).view(tgt_len, bsz, self.num_heads, self.num_slots)
+        return self._slot_probs(self.q_proj(query))
+
+    def _slot_probs(self, logits: Tensor) -> Tensor:
+        tgt_len, bsz, _ = logits.shape
+        logits = logits.view(tgt_len, bsz, self.num_heads, self.num_slots)
         probs = F.softmax(logits.to(accumulation_dtype(logits.dtype)), dim=-1).mean(dim=2)
-        probs = probs.to(query.dtype)
+        probs = probs.to(logits.dtype)
         return F.dropout(probs, p=self.dropout, training=self.training)
+
+    def _self_projections(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """``a(x)``, ``l(x)``, ``r(x)`` of self-attention.
+
+        Without autograd (decoding) the three projections ``Phi``, ``W_l``, ``W_r`` run as one
+        GEMM with concatenated weights, cached until a parameter changes (in place, dtype,
+        device). With autograd they run separately, so gradients flow to each ``nn.Linear``.
+        """
+        params = [self.q_proj.weight, self.l_proj.weight, self.r_proj.weight,
+                  self.q_proj.bias, self.l_proj.bias, self.r_proj.bias]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            logits, (l, r) = self.q_proj(x), self.write_values(x)
+            return self._slot_probs(logits), l, r
+        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+        if self._fused_cache is None or self._fused_cache[0] != key:
+            self._fused_cache = (key, torch.cat(params[:3]), torch.cat(params[3:]))
+        fused = F.linear(x, self._fused_cache[1], self._fused_cache[2])
+        logits, l, r = fused.split(
+            [self.num_heads * self.num_slots, self.num_slots, self.embed_dim], dim=-1
+        )
+        return self._slot_probs(logits), self.l_norm(l), self.r_norm(r)
 
     def write_values(self, source: Tensor) -> Tuple[Tensor, Tensor]:
         """``l = LN(W_l x)`` (``S x B x k``) and ``r = LN(W_r x)`` (``S x B x d``)."""
@@ -139,6 +164,10 @@ class MemsizerAttention(nn.Module):
         ``padding_mask``: ``B x S``, True at pads; ``n`` is each sentence's true length.
         """
         l, r = self.write_values(source)
+        return self._memory_from_values(l, r, padding_mask)
+
+    @staticmethod
+    def _memory_from_values(l: Tensor, r: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         acc = accumulation_dtype(r.dtype)
         l, r = l.to(acc).transpose(0, 1), r.to(acc).transpose(0, 1)  # B x S x .
         if padding_mask is not None:
@@ -191,8 +220,11 @@ class MemsizerAttention(nn.Module):
             key = query
         elif key is None and incremental_state is None:
             raise ValueError("cross-attention needs the source (key)")
+        if self.self_attention:
+            a, l, r = self._self_projections(query)
+            return self.read(a, self._memory_from_values(l, r, key_padding_mask))
         a = self.slot_distribution(query)
-        if incremental_state is None or self.self_attention:
+        if incremental_state is None:
             return self.read(a, self.source_memory(key, key_padding_mask))
         saved = self._get_input_buffer(incremental_state)
         memory = saved.get("memory")
@@ -204,8 +236,7 @@ class MemsizerAttention(nn.Module):
         return self.read(a, memory)
 
     def _causal_forward(self, x, key_padding_mask, incremental_state) -> Tensor:
-        a = self.slot_distribution(x)
-        l, r = self.write_values(x)
+        a, l, r = self._self_projections(x)
         a, l, r = a.transpose(0, 1), l.transpose(0, 1), r.transpose(0, 1)  # batch first
         keep = None if key_padding_mask is None else ~key_padding_mask.bool()
         if keep is not None and keep.size(1) != x.size(0):
