@@ -131,3 +131,18 @@ def test_noncausal_self_attention_fast_path_matches_reference():
     want = reference_attention(module, x, query_pad=pad, source_pad=pad)
     keep = (~pad).t().unsqueeze(-1).double()
     torch.testing.assert_close(out * keep, want * keep, **TOL)
+
+
+def test_fused_weights_are_rebuilt_after_training_writes_through_data():
+    from reference import reference_attention
+
+    module = make("causal")
+    x = torch.randn(4, 2, 12, dtype=torch.float64)
+    with torch.no_grad():
+        module(x, x, x)  # builds the cache in eval mode
+    module.train()
+    module.q_proj.weight.data.add_(0.5)  # an optimizer writing through .data bumps no version
+    module.eval()
+    with torch.no_grad():
+        out, _ = module(x, x, x)
+    torch.testing.assert_close(out, reference_attention(module, x), **TOL)

@@ -113,6 +113,10 @@ class MemsizerAttention(nn.Module):
         self.l_norm.reset_parameters()
         self.r_norm.reset_parameters()
 
+    def train(self, mode: bool = True):
+        self._fused_cache = None
+        return super().train(mode)
+
     def extra_repr(self) -> str:
         role = "causal" if self.causal else ("self" if self.self_attention else "cross")
         return (
@@ -136,13 +140,17 @@ class MemsizerAttention(nn.Module):
     def _self_projections(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """``a(x)``, ``l(x)``, ``r(x)`` of self-attention.
 
-        Without autograd (decoding) the three projections ``Phi``, ``W_l``, ``W_r`` run as one
-        GEMM with concatenated weights, cached until a parameter changes (in place, dtype,
-        device). With autograd they run separately, so gradients flow to each ``nn.Linear``.
+        In eval mode without autograd (decoding, validation) the three projections ``Phi``,
+        ``W_l``, ``W_r`` run as one GEMM with concatenated weights. The concatenation is cached
+        until a parameter changes: in place (its version), dtype or device, or the module is
+        switched between train and eval (optimizers may write through ``.data``, which bumps no
+        version). Otherwise they run separately, so gradients flow to each ``nn.Linear``.
         """
         params = [self.q_proj.weight, self.l_proj.weight, self.r_proj.weight,
                   self.q_proj.bias, self.l_proj.bias, self.r_proj.bias]
-        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        if self.training or (
+            torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        ):
             logits, (l, r) = self.q_proj(x), self.write_values(x)
             return self._slot_probs(logits), l, r
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
