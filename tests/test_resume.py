@@ -1,0 +1,270 @@
+"""Crash and resume: a SIGKILLed ``fairseq-train`` resumes and ends where an unbroken run ends.
+
+Also the shared helpers of the reliability tests (tiny data, tiny model, fairseq's tools run
+in-process or as subprocesses); ``test_reliability`` and ``test_distributed`` import them.
+"""
+import contextlib
+import importlib
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import memsizer_fairseq  # noqa: F401  (allowlist, crash-safe checkpoint copies)
+from memsizer_fairseq.pipeline import USER_DIR, fairseq_command
+from memsizer_fairseq.toy_data import write_toy_translation
+
+# Child processes: one OpenMP thread (two threads slow torch down 50x on a busy 2-core machine).
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+TINY_MT = [
+    "--arch", "memsizer_transformer_tiny", "--encoder-embed-dim", "32",
+    "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-attention-heads", "2",
+    "--decoder-attention-heads", "2", "--share-all-embeddings",
+]
+TINY_TRAIN = [
+    "--optimizer", "adam", "--lr", "1e-3", "--criterion", "label_smoothed_cross_entropy",
+    "--label-smoothing", "0.1", "--max-tokens", "300", "--seed", "3", "--cpu",
+    "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
+]
+
+
+def child_env(extra=None):
+    env = dict(os.environ, **ENV, **(extra or {}))
+    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    return env
+
+
+def run_in_process(tool, argv):
+    """``fairseq-<tool> ARGV`` in this process (its ``cli_main``); returns what it printed."""
+    module = importlib.import_module(f"fairseq_cli.{tool.replace('-', '_')}")
+    saved, sys.argv = sys.argv, [f"fairseq-{tool}", *map(str, argv)]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            module.cli_main()
+    finally:
+        sys.argv = saved
+    return out.getvalue()
+
+
+def write_translation_data(root, sizes=None, edit=None):
+    """Toy translation corpus, binarised in-process; ``edit(split, src, tgt)`` may alter lines."""
+    sizes = sizes or {"train": 400, "valid": 40, "test": 40}
+    prefixes = write_toy_translation(os.path.join(root, "raw"), sizes, seed=5)
+    if edit is not None:
+        for split, prefix in prefixes.items():
+            src = open(prefix + ".src").read().splitlines()
+            tgt = open(prefix + ".tgt").read().splitlines()
+            edit(split, src, tgt)
+            for lang, lines in (("src", src), ("tgt", tgt)):
+                with open(f"{prefix}.{lang}", "w") as f:
+                    f.write("\n".join(lines) + "\n")
+    data = os.path.join(root, "bin")
+    run_in_process("preprocess", [
+        "--source-lang", "src", "--target-lang", "tgt", "--trainpref", prefixes["train"],
+        "--validpref", prefixes["valid"], "--testpref", prefixes["test"], "--destdir", data,
+        "--joined-dictionary", "--workers", "1",
+    ])
+    return data
+
+
+def train_args(data, save_dir, *extra):
+    return [data, "--user-dir", USER_DIR, *TINY_MT, *TINY_TRAIN, "--save-dir", save_dir, *extra]
+
+
+def train_subprocess(args, env=None, timeout=300):
+    proc = subprocess.run(
+        fairseq_command("train", args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=child_env(env), timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return proc.stdout
+
+
+_STAT = r"\| {name} \| epoch (\d+) \|.*? loss ([\d.]+)"
+
+
+def final_losses(log):
+    """The last epoch's train and valid loss (fairseq's end-of-epoch lines, 3 decimals)."""
+    train = re.findall(_STAT.format(name="train"), log)
+    valid = re.findall(_STAT.format(name="valid"), log)
+    return (int(train[-1][0]), float(train[-1][1])), (int(valid[-1][0]), float(valid[-1][1]))
+
+
+def load_params(path):
+    return torch.load(path, map_location="cpu")["model"]  # the safe loader
+
+
+def max_param_diff(a, b):
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def loaded_updates(log):
+    found = re.findall(r"Loaded checkpoint \S+ \(epoch \d+ @ (\d+) updates\)", log)
+    return int(found[-1]) if found else None
+
+
+# -- the resume tests ---------------------------------------------------------------------------
+
+MAX_UPDATE = 24
+RESUME_TRAIN = [
+    "--max-update", str(MAX_UPDATE), "--save-interval-updates", "5", "--no-epoch-checkpoints",
+    "--dropout", "0.1",  # resuming must also restore the dropout random stream
+]
+
+# Runs fairseq-train, but SIGKILLs the process halfway through the N-th checkpoint *copy*
+# (fairseq writes a save's first file atomically, then copies it to checkpoint_last.pt / _best):
+# what an outside SIGKILL at that moment leaves behind, made deterministic.
+KILL_DURING_COPY = r'''
+import os, runpy, shutil, signal, sys
+target = int(os.environ["KILL_DURING_COPY"])
+count = 0
+copyfile = shutil.copyfile
+def copy_then_die_halfway(src, dst, *args, **kwargs):
+    global count
+    if str(src).endswith(".pt"):
+        count += 1
+        if count == target:
+            data = open(src, "rb").read()
+            with open(dst, "wb") as f:
+                f.write(data[: len(data) // 2])
+                f.flush()
+            print(f"FAULT: killed while copying {src} -> {dst}", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return copyfile(src, dst, *args, **kwargs)
+shutil.copyfile = copy_then_die_halfway
+sys.argv = ["fairseq-train"] + sys.argv[1:]
+runpy.run_module("fairseq_cli.train", run_name="__main__")
+'''
+
+
+@pytest.fixture(scope="module")
+def resume_data(tmp_path_factory):
+    return write_translation_data(str(tmp_path_factory.mktemp("resume")))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(resume_data, tmp_path_factory):
+    save = str(tmp_path_factory.mktemp("uninterrupted"))
+    log = train_subprocess(train_args(resume_data, save, *RESUME_TRAIN))
+    return log, os.path.join(save, "checkpoint_last.pt")
+
+
+def kill_when(args, pattern, timeout=300):
+    """Start fairseq-train and SIGKILL it as soon as a line of its output matches ``pattern``."""
+    proc = subprocess.Popen(
+        fairseq_command("train", args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=child_env(),
+    )
+    lines, deadline = [], time.time() + timeout
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if re.search(pattern, line):
+                proc.send_signal(signal.SIGKILL)
+                break
+            assert time.time() < deadline, "".join(lines[-50:])
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(lines[-50:])
+    return "".join(lines)
+
+
+def test_sigkilled_training_resumes_and_matches_an_uninterrupted_run(
+    resume_data, uninterrupted, tmp_path
+):
+    log_ref, ckpt_ref = uninterrupted
+    save = str(tmp_path / "ckpt")
+    args = train_args(resume_data, save, *RESUME_TRAIN)
+
+    # 1. killed halfway through copying the second save (end of epoch 1, written as
+    #    checkpoint_best.pt) to checkpoint_last.pt; the first save (update 5) made two copies.
+    script = tmp_path / "kill_during_copy.py"
+    script.write_text(KILL_DURING_COPY)
+    proc = subprocess.run(
+        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=child_env({"KILL_DURING_COPY": "3"}), timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL and "FAULT: killed while copying" in proc.stdout
+    saved = re.findall(r"Saved checkpoint \S+ \(epoch \d+ @ (\d+) updates", proc.stdout)
+    assert len(saved) == 1, proc.stdout[-3000:]  # one complete save, the second one interrupted
+    leftovers = [name for name in os.listdir(save) if name.endswith(".tmp")]
+    assert leftovers, os.listdir(save)  # the half-written copy went to a temporary file ...
+    # ... and checkpoint_last.pt still holds the previous complete checkpoint
+    assert torch.load(os.path.join(save, "checkpoint_last.pt"))["optimizer_history"][-1][
+        "num_updates"] == int(saved[0])
+
+    # 2. resumes from that checkpoint; killed again from outside in the middle of an epoch
+    log = kill_when(args, r"num_updates=17\b")
+    assert loaded_updates(log) == int(saved[0]), log[-3000:]
+    saved = re.findall(r"Saved checkpoint \S+ \(epoch \d+ @ (\d+) updates", log)
+
+    # 3. resumes from the latest checkpoint and finishes
+    log = train_subprocess(args)
+    assert loaded_updates(log) == int(saved[-1]), log[-3000:]
+    assert f"num_updates {MAX_UPDATE}" in log.replace("=", " ")
+
+    # fairseq prints losses with 3 decimals; the parameters (which determine every later loss)
+    # are compared directly: the resumed run computes exactly what the unbroken one computed.
+    (epoch, train), (_, valid) = final_losses(log)
+    (epoch_ref, train_ref), (_, valid_ref) = final_losses(log_ref)
+    assert epoch == epoch_ref
+    assert abs(train - train_ref) <= 1e-4 and abs(valid - valid_ref) <= 1e-4, (train, valid)
+    final = load_params(os.path.join(save, "checkpoint_last.pt"))
+    diff = max_param_diff(final, load_params(ckpt_ref))
+    assert diff <= 1e-6, diff
+
+
+def test_interrupted_copy_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """fairseq's checkpoint copies go through a temporary file: the target is never half-written."""
+    from fairseq.file_io import PathManager
+
+    good, new = tmp_path / "checkpoint_last.pt", tmp_path / "checkpoint_2_10.pt"
+    good.write_bytes(b"previous complete checkpoint")
+    new.write_bytes(b"x" * 1000)
+
+    def copy_half_then_crash(src, dst, *args, **kwargs):
+        with open(dst, "wb") as f:
+            f.write(open(src, "rb").read()[:500])
+        raise KeyboardInterrupt  # stands for the process dying here
+
+    monkeypatch.setattr(shutil, "copyfile", copy_half_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        PathManager.copy(str(new), str(good), overwrite=True)
+    assert good.read_bytes() == b"previous complete checkpoint"
+    monkeypatch.undo()
+    assert PathManager.copy(str(new), str(good), overwrite=True)
+    assert good.read_bytes() == b"x" * 1000
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_2_10.pt", "checkpoint_last.pt"]
+
+
+def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A save's first file goes to NAME.tmp and is renamed only once complete (fairseq's own)."""
+    from fairseq import checkpoint_utils
+
+    path = tmp_path / "checkpoint_last.pt"
+    checkpoint_utils.torch_persistent_save({"model": {"w": torch.zeros(3)}}, str(path))
+    real_save = torch.save
+
+    def save_half_then_crash(obj, f, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(obj, buffer, *args, **kwargs)
+        f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise KeyboardInterrupt  # stands for the process dying here
+
+    monkeypatch.setattr(torch, "save", save_half_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint_utils.torch_persistent_save({"model": {"w": torch.ones(3)}}, str(path))
+    monkeypatch.undo()
+    assert torch.equal(torch.load(str(path))["model"]["w"], torch.zeros(3))
