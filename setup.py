@@ -11,6 +11,7 @@ setup(
     version="0.1.0",
     description="Memsizer (linearized Transformer with key-value memory) for fairseq",
     packages=find_packages(include=["memsizer_fairseq", "memsizer_fairseq.*"]),
+    package_data={"memsizer_fairseq": ["config/*.yaml"]},
     python_requires=">=3.9",
     install_requires=["sacrebleu>=2.0", "sentencepiece", "rouge-score", "tqdm", "matplotlib"],
     extras_require={"test": ["pytest", "hypothesis"]},

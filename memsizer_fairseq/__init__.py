@@ -14,4 +14,5 @@ from . import fairseq_fixes  # noqa: E402
 fairseq_fixes.keep_remainder_batches()
 
 from . import models  # noqa: E402,F401
+from . import scoring, tasks  # noqa: E402,F401  (--scoring rouge, --task summarization)
 from . import input_checks  # noqa: E402,F401  (clear input errors, crash-safe checkpoints)
