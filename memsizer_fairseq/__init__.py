@@ -1,18 +1,20 @@
 """memsizer-fairseq: Memsizer (Zhang & Cai, EMNLP 2022) as a fairseq plugin.
 
-Use with ``--user-dir memsizer_fairseq``. Importing the package registers the models with
-fairseq and allowlists the types of fairseq checkpoints for torch's safe loader.
+Use with ``--user-dir memsizer_fairseq``. Importing the package registers the models, task and
+scorer with fairseq, allowlists the types of fairseq checkpoints for torch's safe loader, makes
+checkpoint writes crash-safe and installs the fixes of :mod:`.fairseq_fixes`.
 """
 __version__ = "0.1.0"
 
 from . import checkpoint_safety  # noqa: E402
 
 checkpoint_safety.allow_fairseq_checkpoint_types()
+checkpoint_safety.protect_checkpoint_files()
 
 from . import fairseq_fixes  # noqa: E402
 
-fairseq_fixes.keep_remainder_batches()
+fairseq_fixes.install()
 
 from . import models  # noqa: E402,F401
 from . import scoring, tasks  # noqa: E402,F401  (--scoring rouge, --task summarization)
-from . import input_checks  # noqa: E402,F401  (clear input errors, crash-safe checkpoints)
+from . import input_checks  # noqa: E402,F401  (clear checkpoint-mismatch errors)

@@ -23,10 +23,8 @@ Further guards, installed by :func:`protect_checkpoint_files` (called when the p
   leaves a truncated ``checkpoint_last.pt`` and the run can no longer resume. Local copies now go
   to a temporary file that is renamed over the target, so a name holds either the previous
   complete checkpoint or the new complete one.
-* **Same batches after a resume.** fairseq-fixed cuts the data into batches once, seeded with
-  the epoch the process starts in; a run resumed in epoch k trained on other batches than the
-  uninterrupted run (see :func:`_same_batches_in_every_epoch`). Frozen batches are now always
-  those of epoch 1.
+* (The data-order fix that makes a resumed run see the same batches lives in
+  :mod:`memsizer_fairseq.fairseq_fixes`.)
 * **Distributed resume.** When a data-parallel run resumes, rank 0 loads the checkpoint and
   ``broadcast_object`` sends it to the other ranks, which ``torch.load`` it with the safe loader;
   what rank 0 sends holds fairseq's tensor placeholders and the OmegaConf config it built, so the
@@ -190,82 +188,20 @@ def _accepting_config_types(broadcast_object_slow):
     return _broadcast_object_slow
 
 
-def _same_batches_in_every_epoch(get_batch_iterator):
-    """Build the frozen batches of a resumed run as the uninterrupted run built them.
-
-    fairseq-fixed (fairseq's main branch) orders the examples with ``numpy_seed(seed + epoch)``
-    before cutting them into batches, and, unless ``--rebuild-batches``, freezes those batches
-    and reuses the iterator for every later epoch (only their order is reshuffled). A run that
-    starts at epoch 1 thus trains on the batches of epoch 1 throughout, but a run resumed in epoch
-    k cuts the data into *other* batches (those of epoch k): the resumed run no longer matches the
-    uninterrupted one, and a mid-epoch resume skips ``iterations_in_epoch`` batches of the new
-    cut, so some examples are seen twice in that epoch and others not at all. (fairseq 0.12.2 used
-    ``numpy_seed(seed)`` whatever the epoch.) When the batches are to be frozen, they are now
-    always cut as in epoch 1.
-    """
-    import inspect
-
-    from fairseq.data import data_utils
-
-    signature = inspect.signature(get_batch_iterator)
-
-    @functools.wraps(get_batch_iterator)
-    def get_batch_iterator_with_epoch_1_batches(self, *args, **kwargs):
-        bound = signature.bind(self, *args, **kwargs)
-        bound.apply_defaults()
-        given = bound.arguments
-        dataset, epoch, seed = given["dataset"], given["epoch"], given["seed"]
-        frozen = (
-            epoch != 1
-            and not getattr(getattr(self, "cfg", None), "rebuild_batches", False)
-            and not given.get("disable_iterator_cache", False)
-            and not given.get("update_epoch_batch_itr", False)
-            and self.can_reuse_epoch_itr(dataset)
-            and dataset not in getattr(self, "dataset_to_epoch_iter", {})
-        )
-        if not frozen:
-            return get_batch_iterator(*bound.args, **bound.kwargs)
-        ordered_indices = dataset.ordered_indices
-        own = vars(dataset).get("ordered_indices")
-
-        def ordered_indices_of_epoch_1():
-            with data_utils.numpy_seed(seed + 1):
-                return ordered_indices()
-
-        dataset.ordered_indices = ordered_indices_of_epoch_1
-        try:
-            return get_batch_iterator(*bound.args, **bound.kwargs)
-        finally:
-            if own is None:
-                del dataset.ordered_indices
-            else:
-                dataset.ordered_indices = own
-
-    get_batch_iterator_with_epoch_1_batches.memsizer_same_batches = True
-    return get_batch_iterator_with_epoch_1_batches
-
-
 def protect_checkpoint_files():
-    """Install the plugin marker, the atomic copies, the distributed-resume allowlist and the
-    epoch-independent batches of resumed runs.
+    """Install the plugin marker, the atomic copies and the distributed-resume allowlist.
 
     Idempotent. Patches fairseq's ``checkpoint_utils.torch_persistent_save``,
-    ``file_io.PathManager.copy``, ``distributed.utils._broadcast_object_slow`` and
-    ``FairseqTask.get_batch_iterator``.
+    ``file_io.PathManager.copy`` and ``distributed.utils._broadcast_object_slow``.
     """
     from fairseq import checkpoint_utils
     from fairseq.distributed import utils as distributed_utils
     from fairseq.file_io import PathManager
-    from fairseq.tasks import FairseqTask
 
     if not getattr(checkpoint_utils.torch_persistent_save, "memsizer_marks_checkpoints", False):
         checkpoint_utils.torch_persistent_save = _marking(checkpoint_utils.torch_persistent_save)
     if not getattr(PathManager.copy, "memsizer_atomic", False):
         PathManager.copy = staticmethod(_atomic(PathManager.copy))
-    if not getattr(FairseqTask.get_batch_iterator, "memsizer_same_batches", False):
-        FairseqTask.get_batch_iterator = _same_batches_in_every_epoch(
-            FairseqTask.get_batch_iterator
-        )
     slow = distributed_utils._broadcast_object_slow
     if not getattr(slow, "memsizer_accepts_config", False):
         distributed_utils._broadcast_object_slow = _accepting_config_types(slow)

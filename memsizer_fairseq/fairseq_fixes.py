@@ -1,4 +1,10 @@
-"""Fixes for fairseq-fixed 0.12.3.1 behaviour that silently loses data.
+"""Fixes for fairseq-fixed 0.12.3.1 behaviour that silently loses or reorders data.
+
+1. The last batch is dropped (:func:`keep_remainder_batches`).
+2. A resumed run is cut into other batches than the uninterrupted run
+   (:func:`same_batches_after_resume`).
+
+Batch dropping:
 
 fairseq's main branch (which fairseq-fixed packages) added to ``data_utils.batch_by_size``::
 
@@ -10,8 +16,12 @@ so whenever the number of examples is not a multiple of ``--required-batch-size-
 ``--batch-size 64`` translates and scores 96 sentences, and validation skips examples. fairseq
 0.12.2 kept that batch. We restore 0.12.2's behaviour: the remainder becomes a last, smaller batch.
 """
+import functools
+import inspect
+
 import numpy as np
 from fairseq.data import data_utils
+from fairseq.tasks import FairseqTask
 
 
 def _keeping_remainder(batch_by_size):
@@ -32,3 +42,68 @@ def keep_remainder_batches():
     """Patch ``fairseq.data.data_utils.batch_by_size`` (idempotent)."""
     if not getattr(data_utils.batch_by_size, "keeps_remainder", False):
         data_utils.batch_by_size = _keeping_remainder(data_utils.batch_by_size)
+
+
+def _same_batches_in_every_epoch(get_batch_iterator):
+    """Build the frozen batches of a resumed run as the uninterrupted run built them.
+
+    fairseq-fixed (fairseq's main branch) orders the examples with ``numpy_seed(seed + epoch)``
+    before cutting them into batches, and, unless ``--rebuild-batches``, freezes those batches
+    and reuses the iterator for every later epoch (only their order is reshuffled). A run that
+    starts at epoch 1 thus trains on the batches of epoch 1 throughout, but a run resumed in epoch
+    k cuts the data into *other* batches (those of epoch k): the resumed run no longer matches the
+    uninterrupted one, and a mid-epoch resume skips ``iterations_in_epoch`` batches of the new
+    cut, so some examples are seen twice in that epoch and others not at all. (fairseq 0.12.2 used
+    ``numpy_seed(seed)`` whatever the epoch.) When the batches are to be frozen, they are now
+    always cut as in epoch 1.
+    """
+    signature = inspect.signature(get_batch_iterator)
+
+    @functools.wraps(get_batch_iterator)
+    def get_batch_iterator_with_epoch_1_batches(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        given = bound.arguments
+        dataset, epoch, seed = given["dataset"], given["epoch"], given["seed"]
+        frozen = (
+            epoch != 1
+            and not getattr(getattr(self, "cfg", None), "rebuild_batches", False)
+            and not given.get("disable_iterator_cache", False)
+            and not given.get("update_epoch_batch_itr", False)
+            and self.can_reuse_epoch_itr(dataset)
+            and dataset not in getattr(self, "dataset_to_epoch_iter", {})
+        )
+        if not frozen:
+            return get_batch_iterator(*bound.args, **bound.kwargs)
+        ordered_indices = dataset.ordered_indices
+        own = vars(dataset).get("ordered_indices")
+
+        def ordered_indices_of_epoch_1():
+            with data_utils.numpy_seed(seed + 1):
+                return ordered_indices()
+
+        dataset.ordered_indices = ordered_indices_of_epoch_1
+        try:
+            return get_batch_iterator(*bound.args, **bound.kwargs)
+        finally:
+            if own is None:
+                del dataset.ordered_indices
+            else:
+                dataset.ordered_indices = own
+
+    get_batch_iterator_with_epoch_1_batches.memsizer_same_batches = True
+    return get_batch_iterator_with_epoch_1_batches
+
+
+def same_batches_after_resume():
+    """Patch ``FairseqTask.get_batch_iterator`` (idempotent)."""
+    if not getattr(FairseqTask.get_batch_iterator, "memsizer_same_batches", False):
+        FairseqTask.get_batch_iterator = _same_batches_in_every_epoch(
+            FairseqTask.get_batch_iterator
+        )
+
+
+def install():
+    """Install every fix (idempotent)."""
+    keep_remainder_batches()
+    same_batches_after_resume()

@@ -10,8 +10,6 @@ Importing this module (the plugin's ``__init__`` does) installs:
   parameters, and the flag behind each shape difference (``--causal-proj-dim`` ...). fairseq's
   trainer re-raises it as "Cannot load model parameters from checkpoint ...; please ensure that
   the architectures match", with this message as the cause just above.
-* The crash-safety and ``--user-dir`` guards of :mod:`.checkpoint_safety`
-  (:func:`~memsizer_fairseq.checkpoint_safety.protect_checkpoint_files`).
 
 What fairseq already checks, and the tests pin down (``tests/test_reliability.py``): invalid
 Memsizer flags fail at parse time naming the flag (``memsizer_options``); sources longer than
@@ -23,7 +21,6 @@ sentences, for which the Memsizer scalings ``n^(-1/2)``, ``t^(-1/2)`` stay finit
 import functools
 from typing import Dict, List, Optional, Tuple
 
-from . import checkpoint_safety
 from .modules import MemsizerAttention
 
 _SOFTMAX_ATTENTION = ("k_proj", "v_proj", "out_proj")
@@ -182,7 +179,6 @@ def install():
     for model_class in (MemsizerTransformerModel, MemsizerLanguageModel):
         if not getattr(model_class.load_state_dict, "memsizer_explains_mismatch", False):
             model_class.load_state_dict = _explaining(model_class.load_state_dict)
-    checkpoint_safety.protect_checkpoint_files()
 
 
 install()

@@ -20,7 +20,7 @@ import os
 import random
 from typing import Dict, List, Optional, Tuple
 
-from .toy_data import write_toy_translation
+from .toy_data import write_parallel_splits, write_toy_translation
 
 NAMES = ["alice", "bruno", "carla", "dmitri", "elena", "farid", "greta", "hiro", "ines",
          "jonas", "kemal", "lena", "marco", "nadia", "oscar", "priya", "quinn", "rosa"]
@@ -109,18 +109,11 @@ def write_toy_summarization(
 ) -> Dict[str, str]:
     """Write ``{split}.source`` / ``{split}.target``; returns the split prefixes."""
     sizes = _splits(sizes, {"train": 3000, "valid": 100, "test": 100})
-    os.makedirs(out_dir, exist_ok=True)
     news = ToyNews(seed)
-    prefixes = {}
-    for index, (split, size) in enumerate(sizes.items()):
-        pairs = news.corpus(size, seed=seed * 1000 + index, style=style)
-        prefix = os.path.join(out_dir, split)
-        with open(f"{prefix}.{src}", "w") as fs, open(f"{prefix}.{tgt}", "w") as ft:
-            for document, summary in pairs:
-                fs.write(document + "\n")
-                ft.write(summary + "\n")
-        prefixes[split] = prefix
-    return prefixes
+    return write_parallel_splits(
+        out_dir, lambda size, split_seed: news.corpus(size, seed=split_seed, style=style),
+        sizes, seed, src, tgt,
+    )
 
 
 def write_toy_wikitext(

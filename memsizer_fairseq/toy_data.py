@@ -6,7 +6,7 @@ noun (a local reordering, as English -> French). Deterministic given the seed; n
 """
 import os
 import random
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 _SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "si", "de", "po", "gu", "fa"]
 
@@ -64,16 +64,18 @@ class ToyTranslation:
         return [self.pair(rng) for _ in range(size)]
 
 
-def write_toy_translation(
-    out_dir: str, sizes: Dict[str, int] = None, seed: int = 1, src: str = "src", tgt: str = "tgt"
+def write_parallel_splits(
+    out_dir: str, corpus: Callable[[int, int], List[Tuple[str, str]]], sizes: Dict[str, int],
+    seed: int, src: str, tgt: str,
 ) -> Dict[str, str]:
-    """Write ``{split}.{src,tgt}`` raw text files; returns the split prefixes."""
-    sizes = sizes or {"train": 6000, "valid": 200, "test": 200}
+    """Write ``{split}.{src,tgt}`` from ``corpus(size, split_seed)`` pairs; returns the prefixes.
+
+    Split i is drawn with seed ``seed * 1000 + i``, so every split differs and runs repeat.
+    """
     os.makedirs(out_dir, exist_ok=True)
-    task = ToyTranslation(seed)
     prefixes = {}
     for index, (split, size) in enumerate(sizes.items()):
-        pairs = task.corpus(size, seed=seed * 1000 + index)
+        pairs = corpus(size, seed * 1000 + index)
         prefix = os.path.join(out_dir, split)
         with open(f"{prefix}.{src}", "w") as fs, open(f"{prefix}.{tgt}", "w") as ft:
             for source, target in pairs:
@@ -81,3 +83,14 @@ def write_toy_translation(
                 ft.write(target + "\n")
         prefixes[split] = prefix
     return prefixes
+
+
+def write_toy_translation(
+    out_dir: str, sizes: Dict[str, int] = None, seed: int = 1, src: str = "src", tgt: str = "tgt"
+) -> Dict[str, str]:
+    """Write ``{split}.{src,tgt}`` raw text files; returns the split prefixes."""
+    sizes = sizes or {"train": 6000, "valid": 200, "test": 200}
+    task = ToyTranslation(seed)
+    return write_parallel_splits(
+        out_dir, lambda size, split_seed: task.corpus(size, seed=split_seed), sizes, seed, src, tgt
+    )

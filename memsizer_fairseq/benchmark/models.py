@@ -76,10 +76,6 @@ def remove_self_attention(model):
     return model
 
 
-def uses_memsizer(model) -> bool:
-    return any(isinstance(m, MemsizerAttention) for m in model.modules())
-
-
 def set_causal_read(model, name: str):
     """Switch every causal Memsizer layer to one training formulation (for the benchmark)."""
     from memsizer_fairseq.modules.authors_causal import authors_causal_read

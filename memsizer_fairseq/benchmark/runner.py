@@ -46,15 +46,11 @@ def _max_positions(cfg):
     return max(cfg["prefix_lengths"] + cfg["train_lengths"] + cfg["out_lengths"]) + 64
 
 
-# -- one measurement of one configuration (also run in a child process for CPU peak memory) --
-
-def _measure(job: Dict, model=None) -> Dict:
+def _measure(job: Dict, model) -> Dict:
+    """One measurement of one configuration."""
     cfg = job["cfg"]
     device = torch.device(cfg["device"])
-    section, kind = job["section"], job["kind"]
-    if model is None:
-        builder = seq2seq_model if section == "beam" else lm_model
-        model = builder(kind, cfg, _max_positions(cfg))
+    section = job["section"]
     if section == "decode":
         return measure.decode_step_time(model, job["prefix_len"], cfg["batch"], cfg["steps"], device)
     if section == "beam":

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .causal_read import accumulation_dtype
+from .causal_read import _prepare
 
 
 def authors_causal_read(
@@ -25,15 +25,10 @@ def authors_causal_read(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """a, l: ``B x T x k``; r: ``B x T x d``; keep: ``B x T``. Returns (y, final sum, count)."""
     out_dtype = r.dtype
-    acc = accumulation_dtype(r.dtype)
-    a, l, r = a.to(acc), l.to(acc), r.to(acc)
+    a, l, r, keep = _prepare(a, l, r, keep)
+    acc = r.dtype
     bsz, seq_len, slots = l.shape
     dim = r.size(-1)
-    if keep is None:
-        keep = torch.ones(bsz, seq_len, dtype=acc, device=l.device)
-    else:
-        keep = keep.to(acc)
-        l = l * keep.unsqueeze(-1)
     # T x B x k x d per-position outer products l_j r_j^T.
     outer = torch.einsum("btk,btd->tbkd", l, r)
     counts = keep.cumsum(dim=1)  # B x T
