@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 USER_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -41,29 +41,75 @@ def run_fairseq(
     stdin: Optional[str] = None,
     env: Optional[Dict[str, str]] = None,
     timeout: Optional[float] = None,
+    on_line: Optional[Callable[[str], None]] = None,
 ) -> str:
-    """Run a fairseq tool; returns its combined output (also written to ``log_path``)."""
+    """Run a fairseq tool; returns its combined output (also written to ``log_path``).
+
+    ``on_line`` (when given) sees every output line as it appears, e.g. to drive a progress bar;
+    the log file is then written as the tool runs, so a long run can be followed with ``tail``.
+    """
     command = fairseq_command(tool, args)
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    proc = subprocess.run(
-        command,
-        input=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-    )
+    if on_line is None:
+        proc = subprocess.run(
+            command, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=full_env, timeout=timeout,
+        )
+        output, returncode = proc.stdout, proc.returncode
+        if log_path:
+            os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+            with open(log_path, "w") as f:
+                f.write(output)
+    else:
+        output, returncode = _stream(command, full_env, log_path, on_line, stdin)
+    if returncode != 0:
+        tail = "\n".join(output.splitlines()[-40:])
+        raise FairseqCommandError(
+            f"fairseq-{tool} failed (exit {returncode}): {' '.join(command)}\n{tail}"
+        )
+    return output
+
+
+_RUNNING: Set[subprocess.Popen] = set()
+
+
+def stop_running_tools():
+    """Kill the fairseq tools started with ``on_line`` that are still running (on Ctrl-C)."""
+    for proc in list(_RUNNING):
+        proc.kill()
+
+
+def _stream(command, env, log_path, on_line, stdin) -> Tuple[str, int]:
+    lines: List[str] = []
+    log = None
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-        with open(log_path, "w") as f:
-            f.write(proc.stdout)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.splitlines()[-40:])
-        raise FairseqCommandError(
-            f"fairseq-{tool} failed (exit {proc.returncode}): {' '.join(command)}\n{tail}"
-        )
-    return proc.stdout
+        log = open(log_path, "w")
+    proc = subprocess.Popen(
+        command, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    _RUNNING.add(proc)
+    try:
+        if stdin is not None:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        for line in proc.stdout:
+            lines.append(line)
+            if log:
+                log.write(line)
+                log.flush()
+            on_line(line.rstrip("\n"))
+        returncode = proc.wait()
+    except BaseException:  # Ctrl-C or an error in on_line: do not leave the tool running
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        _RUNNING.discard(proc)
+        if log:
+            log.close()
+    return "".join(lines), returncode
 
 
 def preprocess(

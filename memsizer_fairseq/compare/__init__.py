@@ -1,0 +1,1 @@
+"""Memsizer against the Transformer on real corpora: ``python -m memsizer_fairseq.compare``."""

@@ -1,0 +1,132 @@
+"""``python -m memsizer_fairseq.compare``: Memsizer against the Transformer on real text.
+
+    python -m memsizer_fairseq.compare                       # ../shared/data, all three tasks
+    python -m memsizer_fairseq.compare --data-root DIR       # DIR/{mt-en-de,sum-debian,lm-debian}
+    python -m memsizer_fairseq.compare --tasks translation --raw-dir DIR   # one task, any folder
+    python -m memsizer_fairseq.compare --tiny                # minutes, synthetic corpora (CI)
+
+For each task: sentencepiece, fairseq-preprocess, then a Transformer and a Memsizer model of the
+same size trained for the same updates with the same seed (side by side, the cores split
+between them), test-set quality (sacreBLEU / ROUGE-1/2/L / perplexity) and generation time.
+``--uptrain`` also converts the trained Transformer to Memsizer and fine-tunes it. Writes
+``WORK_DIR/report.md`` and ``WORK_DIR/curves_<task>.png``. Stop it at any time (Ctrl-C); the
+same command resumes where it stopped.
+"""
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import sys
+from typing import List, Optional, Sequence
+
+from .. import pipeline
+from ..recipes import REPO_ROOT
+from .report import load_states, write_report
+from .runner import Comparison
+from .settings import TASKS
+
+DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m memsizer_fairseq.compare",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS),
+                        help="which comparisons to run (default: all three)")
+    parser.add_argument("--data-root", default=None,
+                        help="folder holding mt-en-de/, sum-debian/ and lm-debian/ "
+                             f"(default: {DEFAULT_DATA_ROOT} when present)")
+    parser.add_argument("--raw-dir", default=None,
+                        help="the raw text of the one task given with --tasks (any folder)")
+    parser.add_argument("--work-dir", default="compare-work", help="where everything goes")
+    parser.add_argument("--tiny", action="store_true",
+                        help="synthetic corpora and small models: minutes in all (the CI mode)")
+    parser.add_argument("--max-update", type=int, default=None,
+                        help="updates per model (default: the task's budget in settings.py)")
+    parser.add_argument("--memsizer-args", default="",
+                        help="extra fairseq-train flags for the Memsizer model only, e.g. "
+                             "'--causal-proj-dim 8 --q-init-scale 4'")
+    parser.add_argument("--uptrain", nargs="*", choices=list(TASKS), default=None,
+                        metavar="TASK",
+                        help="also convert the trained Transformer to Memsizer and fine-tune it, "
+                             "for these tasks (no TASK: every task run)")
+    parser.add_argument("--uptrain-updates", type=int, default=None,
+                        help="fine-tuning updates of --uptrain (default: a quarter of --max-update)")
+    parser.add_argument("--attention-init", choices=("svd", "paper"), default="svd",
+                        help="--uptrain: how Memsizer's slot projections start (see uptrain.py)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads in all (default: every core)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="default: cuda when available")
+    parser.add_argument("--restart", action="store_true",
+                        help="delete the work directory of each task first")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.raw_dir and len(args.tasks) != 1:
+        parser.error("--raw-dir is the data of one task: give exactly one --tasks")
+    for flag in ("max_update", "uptrain_updates", "threads"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
+    return args
+
+
+def raw_dir_for(args, task: str) -> Optional[str]:
+    if args.tiny:
+        return None
+    if args.raw_dir:
+        return args.raw_dir
+    root = args.data_root or DEFAULT_DATA_ROOT
+    if not os.path.isdir(root):
+        raise SystemExit(f"error: no data: {root} does not exist; give --data-root DIR, "
+                         "--raw-dir DIR (with one --tasks) or --tiny")
+    return os.path.join(root, TASKS[task].corpus)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    command = "python -m memsizer_fairseq.compare " + shlex.join(
+        list(argv) if argv is not None else sys.argv[1:])
+    work_dirs: List = []
+    try:
+        for name in args.tasks:
+            work_dir = os.path.join(args.work_dir, name)
+            if args.restart and os.path.isdir(work_dir):
+                shutil.rmtree(work_dir)
+            comparison = Comparison(
+                TASKS[name], work_dir, raw_dir=raw_dir_for(args, name), tiny=args.tiny,
+                max_update=args.max_update, memsizer_args=shlex.split(args.memsizer_args),
+                uptrain=args.uptrain is not None and (not args.uptrain or name in args.uptrain),
+                uptrain_updates=args.uptrain_updates,
+                attention_init=args.attention_init, threads=args.threads, device=args.device,
+                progress=not args.no_progress)
+            work_dirs.append((name, work_dir))
+            comparison.run()
+    except KeyboardInterrupt:
+        pipeline.stop_running_tools()
+        print("\nstopped: run the same command again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, pipeline.FairseqCommandError) as error:
+        pipeline.stop_running_tools()
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        states = load_states(work_dirs)
+        if states:
+            threads = args.threads or os.cpu_count() or 1
+            report = write_report(states, args.work_dir, command, threads, args.device,
+                                  args.tiny)
+            print(f"report: {report}")
+            with open(report) as f:
+                print(f.read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Runs one task of the comparison in a work directory, stage by stage, resumably.
+
+Stages: ``data`` (raw text, sentencepiece, fairseq-preprocess), ``train`` (the Transformer and the
+Memsizer model, side by side), ``evaluate:<model>`` (test-set quality and generation time) and,
+with ``uptrain``, ``uptrain`` (convert the trained Transformer, fine-tune it as Memsizer) and
+``evaluate:uptrained``. What a finished stage measured is kept in ``state.json``; a rerun of the
+same command skips finished stages and fairseq-train resumes from ``checkpoint_last.pt`` (saved
+every ``validate_every`` updates), so a stopped or killed comparison loses at most that much.
+"""
+import json
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .. import pipeline
+from ..recipes import Args, merge_args, render_args
+from . import data
+from .settings import ARCHS, TaskSettings
+
+STATE_FILE = "state.json"
+_PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
+_ROUGE = re.compile(r"ROUGE-1 = ([\d.]+), ROUGE-2 = ([\d.]+), ROUGE-L = ([\d.]+)")
+_LM_SCORE = re.compile(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)")
+_JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
+
+
+def read_records(log_path: str) -> Dict[str, List[Dict]]:
+    """fairseq-train's JSON log records (``train_inner``, ``train``, ``valid``), in order.
+
+    A resumed run repeats the updates after its last checkpoint: for each update only the
+    record written last is kept.
+    """
+    records: Dict[str, Dict[int, Dict]] = {"train_inner": {}, "train": {}, "valid": {}}
+    if not os.path.isfile(log_path):
+        return {kind: [] for kind in records}
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            match = _JSON_RECORD.search(line)
+            if not match:
+                continue
+            try:
+                record = json.loads(match.group(2))
+            except json.JSONDecodeError:
+                continue
+            kind = match.group(1)
+            updates = record.get("num_updates", record.get(f"{kind}_num_updates"))
+            if updates is None:
+                continue
+            record = {k.replace("valid_", "", 1) if kind == "valid" else k: v
+                      for k, v in record.items()}
+            records[kind][int(float(updates))] = {k: _number(v) for k, v in record.items()}
+    return {kind: [by_update[u] for u in sorted(by_update)] for kind, by_update in records.items()}
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+@dataclass
+class TrainingRun:
+    """One fairseq-train run of the comparison (its flags, directory and log)."""
+
+    name: str  # transformer, memsizer, uptrained
+    args: List[str]
+    save_dir: str
+    log_path: str
+    max_update: int
+
+
+class Comparison:
+    def __init__(self, task: TaskSettings, work_dir: str, raw_dir: Optional[str] = None,
+                 tiny: bool = False, max_update: Optional[int] = None,
+                 memsizer_args: Sequence[str] = (), uptrain: bool = False,
+                 uptrain_updates: Optional[int] = None, attention_init: str = "svd",
+                 threads: Optional[int] = None, device: str = "cpu", progress: bool = True,
+                 out=None):
+        if not tiny and not raw_dir:
+            raise ValueError(f"{task.name}: give the raw data directory (or use --tiny)")
+        self.task = task
+        self.tiny = tiny
+        self.budget = task.budget(tiny)
+        self.max_update = max_update or self.budget.max_update
+        self.work_dir = os.path.abspath(work_dir)
+        self.raw_dir = os.path.abspath(raw_dir) if raw_dir else os.path.join(self.work_dir, "raw")
+        self.memsizer_args = list(memsizer_args)
+        self.uptrain = uptrain
+        self.uptrain_updates = uptrain_updates or max(self.max_update // 4, 1)
+        self.attention_init = attention_init
+        self.threads = threads or os.cpu_count() or 1
+        self.device = device
+        self.progress = progress
+        self.out = out if out is not None else sys.stdout
+        self.spm_dir = os.path.join(self.work_dir, "spm")
+        self.data_bin = os.path.join(self.work_dir, "data-bin")
+        self.state_path = os.path.join(self.work_dir, STATE_FILE)
+        self.state = self._load_state()
+
+    # -- state ---------------------------------------------------------------------------------
+    def settings_record(self) -> Dict:
+        """What a rerun must share with the run it resumes."""
+        return {"task": self.task.name, "tiny": self.tiny, "raw_dir": self.raw_dir,
+                "max_update": self.max_update, "memsizer_args": self.memsizer_args,
+                "uptrain_updates": self.uptrain_updates if self.uptrain else None,
+                "attention_init": self.attention_init if self.uptrain else None}
+
+    def _load_state(self) -> Dict:
+        if not os.path.isfile(self.state_path):
+            return {"settings": self.settings_record(), "stages": {}}
+        with open(self.state_path) as f:
+            state = json.load(f)
+        before, now = state.get("settings", {}), self.settings_record()
+        for key, value in now.items():
+            if key in before and before[key] is not None and value is not None \
+                    and before[key] != value:
+                raise ValueError(
+                    f"{self.work_dir} holds a {self.task.name} comparison run with {key} = "
+                    f"{before[key]!r}, not {value!r}: rerun with the same settings to resume it, "
+                    f"or use another --work-dir (or --restart)")
+        state["settings"] = {**before, **{k: v for k, v in now.items() if v is not None}}
+        return state
+
+    def _save_state(self):
+        os.makedirs(self.work_dir, exist_ok=True)
+        temporary = self.state_path + ".tmp"
+        with open(temporary, "w") as f:
+            json.dump(self.state, f, indent=2, sort_keys=True)
+        os.replace(temporary, self.state_path)
+
+    def stage(self, name: str, action: Callable[[], Dict]) -> Dict:
+        if name in self.state["stages"]:
+            self.say(f"[{self.task.name}] {name}: done earlier (kept in {self.state_path})")
+            return self.state["stages"][name]
+        self.say(f"[{self.task.name}] {name} ...")
+        start = time.time()
+        result = action()
+        result["stage_seconds"] = round(time.time() - start, 1)
+        self.state["stages"][name] = result
+        self._save_state()
+        return result
+
+    def say(self, message: str):
+        from tqdm import tqdm
+
+        tqdm.write(message, file=self.out)
+
+    # -- the stages ----------------------------------------------------------------------------
+    def run(self) -> Dict:
+        os.makedirs(self.work_dir, exist_ok=True)
+        self._save_state()
+        self.stage("data", self.prepare_data)
+        runs = {name: self.training_run(name) for name in ARCHS}
+        self.stage("train", lambda: self.train(list(runs.values())))
+        for name in ARCHS:
+            self.stage(f"evaluate:{name}", lambda name=name: self.evaluate(runs[name]))
+        if not self.task.paired:
+            self.stage("lm_generation_timing", self.lm_generation_timing)
+        if self.uptrain:
+            uptrained = self.uptrained_run()
+            self.stage("uptrain", lambda: self.train_uptrained(uptrained))
+            self.stage("evaluate:uptrained", lambda: self.evaluate(uptrained))
+        return self.state
+
+    def prepare_data(self) -> Dict:
+        if self.tiny:
+            if os.path.isdir(self.raw_dir):
+                shutil.rmtree(self.raw_dir)
+            data.write_tiny_corpus(self.task, self.raw_dir)
+        data.check_raw_dir(self.task, self.raw_dir)
+        data.learn_and_apply_spm(self.task, self.raw_dir, self.spm_dir, self.budget.spm_vocab,
+                                 self.budget.valid_lines, hard_vocab_limit=not self.tiny,
+                                 workers=self.threads)
+        data.binarize(self.task, self.spm_dir, self.data_bin, workers=self.threads)
+        return data.corpus_stats(self.task, self.spm_dir)
+
+    def _train_flags(self, name: str, extra: Args = None) -> Args:
+        budget = self.budget
+        flags = merge_args(self.task.train, budget.model)
+        flags = merge_args(flags, budget.train)
+        flags = merge_args(flags, {
+            "--arch": self.task.archs["memsizer" if name == "uptrained" else name],
+            "--max-update": self.max_update,
+            "--validate-interval-updates": budget.validate_every,
+            "--save-interval-updates": budget.validate_every,
+        })
+        if self.device != "cpu":
+            flags = merge_args(flags, {"--cpu": None})
+        return merge_args(flags, extra)
+
+    def training_run(self, name: str, extra: Args = None, max_update: Optional[int] = None
+                     ) -> TrainingRun:
+        save_dir = os.path.join(self.work_dir, "checkpoints", name)
+        args = [self.data_bin, "--user-dir", pipeline.USER_DIR,
+                *render_args(self._train_flags(name, extra)), "--save-dir", save_dir]
+        if name != "transformer":
+            args += self.memsizer_args
+        if max_update:
+            args = [*args, "--max-update", str(max_update)]
+        return TrainingRun(name, args, save_dir, os.path.join(self.work_dir, "logs",
+                                                              f"train.{name}.log"),
+                           max_update or self.max_update)
+
+    def _run_training(self, run: TrainingRun, threads: int, position: int):
+        from tqdm import tqdm
+
+        os.makedirs(os.path.dirname(run.log_path), exist_ok=True)
+        bar = tqdm(total=run.max_update, desc=f"{self.task.name}: {run.name}", unit="upd",
+                   position=position, file=self.out, disable=not self.progress, leave=True)
+        with open(run.log_path, "a", encoding="utf-8") as log:
+            log.write(f"$ fairseq-train {' '.join(run.args)}\n")
+
+            def on_line(line: str):
+                log.write(line + "\n")
+                log.flush()
+                match = _JSON_RECORD.search(line)
+                if match and match.group(1) == "train_inner":
+                    updates = json.loads(match.group(2)).get("num_updates")
+                    if updates is not None:
+                        bar.n = min(int(float(updates)), run.max_update)
+                        bar.refresh()
+
+            try:
+                pipeline.run_fairseq("train", run.args, env={"OMP_NUM_THREADS": str(threads)},
+                                     on_line=on_line)
+            finally:
+                bar.close()
+
+    def train(self, runs: List[TrainingRun]) -> Dict:
+        """Train the runs at the same time (the cores split between them), then summarise."""
+        threads = max(1, self.threads // len(runs))
+        errors: List[BaseException] = []
+        times: Dict[str, float] = {}
+
+        def work(run: TrainingRun, position: int):
+            start = time.time()
+            try:
+                self._run_training(run, threads, position)
+            except BaseException as error:  # reported below, after both finish
+                errors.append(error)
+            times[run.name] = time.time() - start
+
+        workers = [threading.Thread(target=work, args=(run, i), daemon=True)
+                   for i, run in enumerate(runs)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.5)
+        if errors:
+            raise errors[0]
+        return {run.name: dict(self.training_summary(run), wall_seconds=round(times[run.name], 1),
+                               threads=threads) for run in runs}
+
+    def training_summary(self, run: TrainingRun) -> Dict:
+        records = read_records(run.log_path)
+        with open(run.log_path, encoding="utf-8", errors="replace") as f:
+            params = _PARAMS.findall(f.read())
+        valid = records["valid"]
+        return {
+            "updates": int(records["train_inner"][-1]["num_updates"]) if records["train_inner"]
+            else None,
+            "parameters": int(params[-1].replace(",", "")) if params else None,
+            "valid": valid,
+            "train_inner": records["train_inner"],
+        }
+
+    def evaluate(self, run: TrainingRun) -> Dict:
+        checkpoint = os.path.join(run.save_dir, "checkpoint_best.pt")
+        flags = merge_args(self.task.evaluate, self.budget.evaluate)
+        if self.device == "cpu":
+            flags = merge_args(flags, {"--cpu": True})
+        args = [self.data_bin, "--user-dir", pipeline.USER_DIR, "--path", checkpoint,
+                "--gen-subset", "test", *render_args(flags)]
+        log = os.path.join(self.work_dir, "logs", f"evaluate.{run.name}.log")
+        env = {"OMP_NUM_THREADS": str(self.threads)}
+        if not self.task.paired:
+            output = pipeline.run_fairseq("eval-lm", args, log, env=env)
+            match = _LM_SCORE.search(output)
+            if not match:
+                raise RuntimeError(f"no perplexity in {log}")
+            return {"loss_base2": float(match.group(1)), "perplexity": float(match.group(2))}
+        output = pipeline.run_fairseq("generate", args, log, env=env)
+        result = pipeline.parse_generation(output)
+        scores: Dict = {"sentences": result.sentences, "tokens": result.tokens,
+                        "generation_seconds": result.seconds}
+        if self.task.name == "translation":
+            if result.bleu is None:
+                raise RuntimeError(f"no BLEU in {log}")
+            scores["sacrebleu"] = result.bleu
+        else:
+            match = _ROUGE.search(output)
+            if not match:
+                raise RuntimeError(f"no ROUGE in {log}")
+            scores.update(rouge1=float(match.group(1)), rouge2=float(match.group(2)),
+                          rougeL=float(match.group(3)))
+        return scores
+
+    def lm_generation_timing(self) -> Dict:
+        from .lm_timing import time_generation
+
+        checkpoints = {name: os.path.join(self.work_dir, "checkpoints", name,
+                                          "checkpoint_best.pt") for name in ARCHS}
+        return time_generation(checkpoints, self.data_bin, self.budget.timing_prompts,
+                               self.budget.timing_new_tokens, threads=self.threads,
+                               device=self.device)
+
+    # -- uptraining ----------------------------------------------------------------------------
+    def uptrained_run(self) -> TrainingRun:
+        every = max(self.budget.validate_every // 4, 1)
+        converted = os.path.join(self.work_dir, "checkpoints", "converted.pt")
+        extra = {"--finetune-from-model": converted, "--validate-interval-updates": every,
+                 "--save-interval-updates": every,
+                 "--warmup-updates": max(self.budget.validate_every // 4, 1)}
+        return self.training_run("uptrained", extra, max_update=self.uptrain_updates)
+
+    def train_uptrained(self, run: TrainingRun) -> Dict:
+        from ..uptrain import convert_checkpoint
+
+        converted = run.args[run.args.index("--finetune-from-model") + 1]
+        source = os.path.join(self.work_dir, "checkpoints", "transformer", "checkpoint_best.pt")
+        report = convert_checkpoint(source, converted, attention_init=self.attention_init)
+        # a rerun resumes from run.save_dir/checkpoint_last.pt: fairseq-train then ignores
+        # --finetune-from-model
+        self._run_training(run, self.threads, 0)
+        summary = self.training_summary(run)
+        summary["converted"] = {k: len(v) for k, v in report.items() if k != "arch"}
+        return summary

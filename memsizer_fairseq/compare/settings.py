@@ -1,0 +1,153 @@
+"""What the comparison trains and measures, per task: corpus layout, model size, schedule.
+
+The Transformer and the Memsizer model of a task get the same flags (width, depth, heads,
+feed-forward size, optimizer, schedule, batch, seed, number of updates) except ``--arch``, so the
+only difference between the two runs is the attention. Memsizer's own hyper-parameters are the
+paper's (MT: decoder self k 4, cross k 32, init scales 8 / 8; LM: k 32, scales 32 / 1) unless the
+user adds ``--memsizer-args``.
+
+``full`` is sized for a small CPU machine: on two cores (one thread per model) the translation
+models train for about 25 minutes, the others for about 13 (``--max-update`` raises it); ``tiny`` is the CI mode (synthetic corpora, a few minutes in all).
+"""
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from ..recipes import Args, merge_args
+
+ARCHS = ("transformer", "memsizer")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Everything that differs between the full and the tiny mode."""
+
+    max_update: int
+    validate_every: int  # updates between validations (and checkpoints)
+    spm_vocab: int
+    model: Args  # width / depth flags shared by both architectures
+    train: Args = field(default_factory=dict)
+    evaluate: Args = field(default_factory=dict)
+    valid_lines: Optional[int] = None  # validate on the first N lines (None: all)
+    timing_prompts: int = 32  # language modelling: prompts of the generation timing
+    timing_new_tokens: int = 128
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    name: str  # translation, summarization, language_modeling
+    corpus: str  # folder under ../shared/data
+    src: Optional[str]  # file extensions; None: one text file per split (language modelling)
+    tgt: Optional[str]
+    archs: Dict[str, str]  # transformer / memsizer -> --arch
+    train: Args  # shared training flags
+    evaluate: Args  # fairseq-generate flags (translation, summarization) or fairseq-eval-lm
+    metric: str  # the task's quality measure
+    full: Budget
+    tiny: Budget
+
+    @property
+    def paired(self) -> bool:
+        return self.src is not None
+
+    def budget(self, tiny: bool) -> Budget:
+        return self.tiny if tiny else self.full
+
+
+_COMMON_TRAIN: Args = {
+    "--optimizer": "adam", "--adam-betas": "(0.9, 0.98)", "--clip-norm": 1.0,
+    "--lr-scheduler": "inverse_sqrt", "--warmup-init-lr": 1e-07, "--weight-decay": 0.0,
+    "--dropout": 0.1, "--seed": 1, "--cpu": True, "--num-workers": 0,
+    "--log-format": "json", "--log-interval": 25, "--no-epoch-checkpoints": True,
+    "--keep-interval-updates": 1, "--skip-invalid-size-inputs-valid-test": True,
+}
+_SEQ2SEQ_MODEL: Args = {
+    "--encoder-layers": 3, "--decoder-layers": 3, "--encoder-embed-dim": 256,
+    "--decoder-embed-dim": 256, "--encoder-ffn-embed-dim": 1024,
+    "--decoder-ffn-embed-dim": 1024, "--encoder-attention-heads": 4,
+    "--decoder-attention-heads": 4, "--share-all-embeddings": True,
+}
+_SEQ2SEQ_TINY_MODEL: Args = dict(
+    _SEQ2SEQ_MODEL, **{"--encoder-layers": 2, "--decoder-layers": 2, "--encoder-embed-dim": 64,
+                       "--decoder-embed-dim": 64, "--encoder-ffn-embed-dim": 128,
+                       "--decoder-ffn-embed-dim": 128, "--encoder-attention-heads": 2,
+                       "--decoder-attention-heads": 2})
+_SEQ2SEQ_TRAIN: Args = merge_args(_COMMON_TRAIN, {
+    "--criterion": "label_smoothed_cross_entropy", "--label-smoothing": 0.1,
+    "--max-tokens": 4096, "--lr": 1e-3, "--warmup-updates": 150,
+})
+_TINY_TRAIN: Args = {"--max-tokens": 1024, "--lr": 2e-3, "--warmup-updates": 60,
+                     "--log-interval": 10}
+
+TRANSLATION = TaskSettings(
+    name="translation", corpus="mt-en-de", src="en", tgt="de",
+    archs={"transformer": "transformer", "memsizer": "memsizer_transformer"},
+    train=merge_args(_SEQ2SEQ_TRAIN, {
+        "--task": "translation", "--eval-bleu": True,
+        "--eval-bleu-args": '{"beam": 1, "max_len_a": 1.2, "max_len_b": 10}',
+        "--eval-bleu-remove-bpe": "sentencepiece", "--best-checkpoint-metric": "bleu",
+        "--maximize-best-checkpoint-metric": True,
+    }),
+    evaluate={"--task": "translation", "--beam": 4, "--lenpen": 0.6, "--max-len-a": 1.2,
+              "--max-len-b": 10, "--max-tokens": 8000,
+              "--post-process": "sentencepiece", "--scoring": "sacrebleu"},
+    metric="sacreBLEU",
+    full=Budget(max_update=600, validate_every=150, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
+                valid_lines=1000),
+    tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
+                train=_TINY_TRAIN),
+)
+
+SUMMARIZATION = TaskSettings(
+    name="summarization", corpus="sum-debian", src="src", tgt="tgt",
+    archs={"transformer": "transformer", "memsizer": "memsizer_transformer"},
+    train=merge_args(_SEQ2SEQ_TRAIN, {
+        "--task": "summarization", "--truncate-source": "true",
+        "--max-source-positions": 512, "--max-target-positions": 512,
+        "--eval-rouge": True, "--eval-rouge-args": '{"beam": 1, "max_len_b": 40}',
+        "--eval-rouge-remove-bpe": "sentencepiece", "--best-checkpoint-metric": "rouge_l",
+        "--maximize-best-checkpoint-metric": True,
+    }),
+    evaluate={"--task": "summarization", "--beam": 4, "--lenpen": 1.0, "--max-len-b": 40,
+              "--max-tokens": 8000, "--post-process": "sentencepiece", "--scoring": "rouge"},
+    metric="ROUGE",
+    full=Budget(max_update=300, validate_every=100, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
+                valid_lines=1000),
+    tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
+                train=_TINY_TRAIN),
+)
+
+
+
+def _lm_model(layers: int, width: int, ffn: int, heads: int) -> Args:
+    """The LM size flags. fairseq's ``--arch transformer_lm`` takes the dataclass defaults of
+    the fields a flag leaves unset (input / output dims 512, post-norm), while ``memsizer_lm``
+    (like fairseq's named LM presets) runs ``base_lm_architecture`` (dims = width, pre-norm):
+    the flags set them, so that both models are the same apart from the attention."""
+    return {"--decoder-layers": layers, "--decoder-embed-dim": width,
+            "--decoder-input-dim": width, "--decoder-output-dim": width,
+            "--decoder-ffn-embed-dim": ffn, "--decoder-attention-heads": heads,
+            "--decoder-normalize-before": True, "--share-decoder-input-output-embed": True}
+
+
+LANGUAGE_MODELING = TaskSettings(
+    name="language_modeling", corpus="lm-debian", src=None, tgt=None,
+    archs={"transformer": "transformer_lm", "memsizer": "memsizer_lm"},
+    train=merge_args(_COMMON_TRAIN, {
+        "--task": "language_modeling", "--tokens-per-sample": 256,
+        "--sample-break-mode": "none", "--criterion": "cross_entropy",
+        "--max-tokens": 4096, "--lr": 1e-3, "--warmup-updates": 100,
+    }),
+    evaluate={"--task": "language_modeling", "--tokens-per-sample": 256,
+              "--context-window": 128, "--max-tokens": 4096, "--sample-break-mode": "none"},
+    metric="perplexity",
+    full=Budget(max_update=300, validate_every=100, spm_vocab=8000, valid_lines=3000,
+                model=_lm_model(layers=4, width=256, ffn=1024, heads=4)),
+    tiny=Budget(max_update=300, validate_every=100, spm_vocab=400,
+                model=_lm_model(layers=2, width=64, ffn=128, heads=2),
+        train=merge_args(_TINY_TRAIN, {"--tokens-per-sample": 128}),
+        evaluate={"--tokens-per-sample": 128, "--context-window": 64}, timing_prompts=8,
+        timing_new_tokens=32),
+)
+
+TASKS: Dict[str, TaskSettings] = {t.name: t for t in (TRANSLATION, SUMMARIZATION,
+                                                      LANGUAGE_MODELING)}

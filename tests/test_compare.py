@@ -1,0 +1,239 @@
+"""The comparison command (``python -m memsizer_fairseq.compare``) in its tiny mode, and the
+Transformer -> Memsizer checkpoint converter (``python -m memsizer_fairseq.uptrain``)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from memsizer_fairseq import pipeline
+from memsizer_fairseq.compare.runner import read_records
+from memsizer_fairseq.uptrain import convert_state, load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def compare_command(work_dir, *args):
+    return [sys.executable, "-m", "memsizer_fairseq.compare", "--tiny", "--no-progress",
+            "--work-dir", str(work_dir), *args]
+
+
+def run_compare(work_dir, *args, timeout=900):
+    return subprocess.run(compare_command(work_dir, *args), cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def state_of(work_dir, task):
+    with open(os.path.join(work_dir, task, "state.json")) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def translation(tmp_path_factory):
+    work = tmp_path_factory.mktemp("compare-mt")
+    proc = run_compare(work, "--tasks", "translation", "--uptrain")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return work, proc
+
+
+@pytest.fixture(scope="module")
+def language_model(tmp_path_factory):
+    """A tiny LM comparison stopped by SIGTERM during training, then resumed to the end."""
+    work = tmp_path_factory.mktemp("compare-lm")
+    args = ("--tasks", "language_modeling", "--uptrain")
+    proc = subprocess.Popen(compare_command(work, *args), cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    checkpoint = os.path.join(work, "language_modeling", "checkpoints", "memsizer",
+                              "checkpoint_last.pt")
+    deadline = time.time() + 600
+    while not os.path.exists(checkpoint) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    stopped_output, _ = proc.communicate(timeout=120)
+    stopped_state = state_of(work, "language_modeling")
+    resumed = run_compare(work, *args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return work, proc.returncode, stopped_output, stopped_state, resumed
+
+
+def test_translation_measures_both_models_and_reports(translation):
+    work, proc = translation
+    stages = state_of(work, "translation")["stages"]
+    for name in ("transformer", "memsizer", "uptrained"):
+        result = stages[f"evaluate:{name}"]
+        assert result["sentences"] == 100
+        assert result["generation_seconds"] > 0
+        # the toy language is learnt exactly in 300 updates (100.0 was measured)
+        assert result["sacrebleu"] > 80, (name, result)
+    assert stages["train"]["transformer"]["updates"] == stages["train"]["memsizer"]["updates"]
+    assert stages["train"]["memsizer"]["parameters"] < stages["train"]["transformer"]["parameters"]
+    report = open(os.path.join(work, "report.md")).read()
+    assert "| translation (mt-en-de) | sacreBLEU |" in report
+    assert "generation (fairseq-generate, beam 4, 100 test items): time, tokens/s" in report
+    assert "## Uptraining" in report and "from-scratch updates" in report
+    with open(os.path.join(work, "curves_translation.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_uptraining_reaches_the_transformer_sooner(translation):
+    work, _ = translation
+    stages = state_of(work, "translation")["stages"]
+    best = max(r["bleu"] for r in stages["train"]["transformer"]["valid"])
+    first = next(r["num_updates"] for r in stages["uptrain"]["valid"] if r["bleu"] >= best - 1)
+    assert first < stages["train"]["transformer"]["updates"] / 2
+
+
+def test_rerun_skips_finished_stages(translation):
+    work, _ = translation
+    before = state_of(work, "translation")
+    start = time.time()
+    proc = run_compare(work, "--tasks", "translation", "--uptrain")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.time() - start < 120
+    for stage in ("data", "train", "evaluate:transformer", "evaluate:memsizer", "uptrain"):
+        assert f"{stage}: done earlier" in proc.stdout
+    assert state_of(work, "translation") == before
+
+
+def test_changed_settings_are_refused(translation):
+    work, _ = translation
+    proc = run_compare(work, "--tasks", "translation", "--max-update", "123")
+    assert proc.returncode == 2
+    assert "max_update" in proc.stderr and "--restart" in proc.stderr
+
+
+def test_stopped_comparison_resumes(language_model):
+    work, returncode, stopped_output, stopped_state, resumed = language_model
+    assert returncode == 130, stopped_output[-2000:]
+    assert "run the same command again to resume" in stopped_output
+    assert "train" not in stopped_state["stages"]
+    assert "data: done earlier" in resumed.stdout
+    stages = state_of(work, "language_modeling")["stages"]
+    assert stages["train"]["memsizer"]["updates"] == 300
+    # the resumed run continued from the saved checkpoint instead of starting over
+    log = os.path.join(work, "language_modeling", "logs", "train.memsizer.log")
+    text = open(log).read()
+    assert text.count("$ fairseq-train") == 2
+    second = text[text.rindex("$ fairseq-train"):]
+    assert "Loaded checkpoint" in second
+    resumed_at = json.loads(second[second.index('| train_inner | {') + 16:].split("\n")[0])
+    assert int(resumed_at["num_updates"]) > 10  # not from update 0
+    updates = [r["num_updates"] for r in read_records(log)["train_inner"]]
+    assert updates[-1] == 300
+
+
+def test_language_model_perplexity_and_generation_timing(language_model):
+    work, *_ = language_model
+    stages = state_of(work, "language_modeling")["stages"]
+    for name in ("transformer", "memsizer", "uptrained"):
+        assert 1 < stages[f"evaluate:{name}"]["perplexity"] < 60, name
+    timing = stages["lm_generation_timing"]
+    assert set(timing["seconds"]) == {"transformer", "memsizer"}
+    assert all(seconds > 0 for seconds in timing["seconds"].values())
+    report = open(os.path.join(work, "report.md")).read()
+    assert "| language_modeling (lm-debian) | test perplexity |" in report
+    assert "greedy, 8 prompts x 32 new tokens" in report
+
+
+def test_summarization_reports_rouge(tmp_path):
+    proc = run_compare(tmp_path, "--tasks", "summarization")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stages = state_of(tmp_path, "summarization")["stages"]
+    for name in ("transformer", "memsizer"):
+        scores = stages[f"evaluate:{name}"]
+        assert 20 < scores["rougeL"] <= 100 and scores["rouge1"] >= scores["rouge2"]
+    assert "| summarization (sum-debian) | ROUGE-L |" in open(tmp_path / "report.md").read()
+
+
+def test_missing_raw_files_are_named(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "memsizer_fairseq.compare", "--tasks", "translation",
+         "--raw-dir", str(tmp_path), "--work-dir", str(tmp_path / "work"), "--no-progress"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert str(tmp_path / "train.en") in proc.stderr
+
+
+# --- the converter ---------------------------------------------------------------------------
+def _checkpoints(work, task):
+    base = os.path.join(work, task, "checkpoints")
+    return os.path.join(base, "transformer", "checkpoint_best.pt"), os.path.join(base,
+                                                                                  "converted.pt")
+
+
+@pytest.mark.parametrize("task", ["translation", "language_modeling"])
+def test_conversion_copies_every_kept_tensor_exactly(translation, language_model, task):
+    work = translation[0] if task == "translation" else language_model[0]
+    source, target = _checkpoints(work, task)
+    old, new = load_checkpoint(source)["model"], load_checkpoint(target)
+    model = new["model"]
+    converted = {k.rsplit(".", 2)[0] for k in model if k.endswith(".l_proj.weight")}
+    layers = 2
+    expected = ({f"decoder.layers.{i}.self_attn" for i in range(layers)}
+                | ({f"decoder.layers.{i}.encoder_attn" for i in range(layers)}
+                   if task == "translation" else set()))
+    assert converted == expected
+    copied = [k for k in model if k.rsplit(".", 2)[0] not in converted]
+    assert copied and all(torch.equal(model[k], old[k]) for k in copied)
+    if task == "translation":
+        assert [k for k in old if k.startswith("encoder.")] == \
+            [k for k in model if k.startswith("encoder.")]
+    for prefix in converted:  # the values: W_r = W_o W_v, b_r = W_o b_v + b_o
+        w_o, w_v = old[prefix + ".out_proj.weight"], old[prefix + ".v_proj.weight"]
+        b_o, b_v = old[prefix + ".out_proj.bias"], old[prefix + ".v_proj.bias"]
+        torch.testing.assert_close(model[prefix + ".r_proj.weight"], w_o @ w_v)
+        torch.testing.assert_close(model[prefix + ".r_proj.bias"], w_o @ b_v + b_o)
+        assert prefix + ".k_proj.weight" not in model
+    arch = new["cfg"]["model"].arch
+    assert arch == ("memsizer_transformer" if task == "translation" else "memsizer_lm")
+
+
+def test_svd_initialisation_is_the_best_rank_k_bilinear_form(translation):
+    source, _ = _checkpoints(translation[0], "translation")
+    state = load_checkpoint(source)
+    svd, _ = convert_state(state, attention_init="svd", seed=3)
+    paper, _ = convert_state(state, attention_init="paper", seed=3)
+    again, _ = convert_state(state, attention_init="svd", seed=3)
+    prefix = "decoder.layers.0.encoder_attn."
+    old = state["model"]
+    heads = 2
+    w_q, w_k = old[prefix + "q_proj.weight"].double(), old[prefix + "k_proj.weight"].double()
+    bilinear = w_q.t() @ w_k / (w_q.shape[0] // heads) ** 0.5
+    k = svd["model"][prefix + "l_proj.weight"].shape[0]
+    phi_svd = svd["model"][prefix + "q_proj.weight"] - paper["model"][prefix + "q_proj.weight"]
+    phi_head = phi_svd[:k].double()
+    torch.testing.assert_close(phi_svd, phi_head.float().repeat(heads, 1))
+    approx = phi_head.t() @ svd["model"][prefix + "l_proj.weight"].double()
+    u, s, vh = torch.linalg.svd(bilinear)
+    best = (u[:, :k] * s[:k]) @ vh[:k]
+    torch.testing.assert_close(approx, best, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(svd["model"][key], again["model"][key]) for key in svd["model"])
+    torch.testing.assert_close(svd["model"][prefix + "r_proj.weight"],
+                               paper["model"][prefix + "r_proj.weight"])
+
+
+def test_converted_checkpoint_generates(translation):
+    work, _ = translation
+    _, converted = _checkpoints(work, "translation")
+    data = os.path.join(work, "translation", "data-bin")
+    result = pipeline.generate(data, converted, beam=2, extra=["--cpu", "--max-len-b", "20"])
+    assert len(result.hypotheses) == 100
+
+
+def test_converter_errors_name_the_problem(translation, tmp_path):
+    work, _ = translation
+    memsizer = os.path.join(work, "translation", "checkpoints", "memsizer", "checkpoint_best.pt")
+    command = [sys.executable, "-m", "memsizer_fairseq.uptrain"]
+    proc = subprocess.run([*command, memsizer, str(tmp_path / "x.pt")], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--arch is 'memsizer_transformer'" in proc.stderr
+    proc = subprocess.run([*command, str(tmp_path / "none.pt"), str(tmp_path / "x.pt")],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no checkpoint at" in proc.stderr
+    assert not (tmp_path / "x.pt").exists()
