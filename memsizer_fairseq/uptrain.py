@@ -21,8 +21,9 @@ Each attention layer that becomes Memsizer attention gets:
   the best rank-k approximation of the attention's bilinear form
   ``W_q^T W_k / sqrt(d_head) = U S V^T``: ``W_l = S_k^(1/2) V_k^T`` and every head's block of
   ``Phi`` = ``S_k^(1/2) U_k^T`` plus the paper's random initialisation (without it all heads would
-  stay identical: the mean of identical softmaxes gets identical gradients). With ``paper`` they
-  keep the paper's initialisation.
+  stay identical: the mean of identical softmaxes gets identical gradients); the query and key
+  biases have no counterpart and are dropped. With ``paper`` they keep the paper's
+  initialisation.
 * the two layer norms of Memsizer start at the identity (weight 1, bias 0).
 """
 import argparse
@@ -137,11 +138,9 @@ def _attention_inits(old: Dict[str, torch.Tensor], prefix: str, attention, mode:
                      ) -> Dict[str, torch.Tensor]:
     """Memsizer parameters of one converted attention layer (see the module docstring)."""
     p = prefix + "."
-    w_q, b_q = old[p + "q_proj.weight"].double(), old[p + "q_proj.bias"].double()
-    w_k = old[p + "k_proj.weight"].double()
+    w_q, w_k = old[p + "q_proj.weight"].double(), old[p + "k_proj.weight"].double()
     w_v, b_v = old[p + "v_proj.weight"].double(), old[p + "v_proj.bias"].double()
     w_o, b_o = old[p + "out_proj.weight"].double(), old[p + "out_proj.bias"].double()
-    del b_q
     new = {name: tensor.detach().clone() for name, tensor in attention.state_dict().items()}
     dtype = new["r_proj.weight"].dtype
     new["r_proj.weight"] = (w_o @ w_v).to(dtype)

@@ -237,3 +237,22 @@ def test_converter_errors_name_the_problem(translation, tmp_path):
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no checkpoint at" in proc.stderr
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_larger_budget_resumes_training(translation):
+    """Last: it changes the module's translation run."""
+    work, _ = translation
+    proc = run_compare(work, "--tasks", "translation", "--uptrain", "--max-update", "340")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "--max-update 300 -> 340: training resumes" in proc.stdout
+    stages = state_of(work, "translation")["stages"]
+    assert stages["train"]["memsizer"]["updates"] == 340
+    assert stages["uptrain"]["updates"] == 85
+    proc = run_compare(work, "--tasks", "translation", "--uptrain", "--max-update", "340",
+                       "--uptrain-updates", "100")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "--uptrain-updates 85 -> 100: fine-tuning resumes" in proc.stdout
+    assert state_of(work, "translation")["stages"]["uptrain"]["updates"] == 100
+    log = open(os.path.join(work, "translation", "logs", "train.memsizer.log")).read()
+    second = log[log.rindex("$ fairseq-train"):]
+    assert "Loaded checkpoint" in second and "(epoch" in second

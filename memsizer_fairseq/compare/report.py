@@ -81,8 +81,8 @@ def results_table(states: Dict[str, Dict]) -> List[str]:
 
 def setup_table(states: Dict[str, Dict]) -> List[str]:
     lines = ["| task | train / valid / test (lines; sentencepiece tokens of the train source) | "
-             "updates | parameters: Transformer / Memsizer | training wall time: Transformer / "
-             "Memsizer (threads each) |",
+             "updates | parameters: Transformer / Memsizer | training time, side by side: "
+             "Transformer / Memsizer (threads each) |",
              "|---|---|---|---|---|"]
     for name, state in states.items():
         stages = state["stages"]

@@ -57,6 +57,18 @@ def read_records(log_path: str) -> Dict[str, List[Dict]]:
     return {kind: [by_update[u] for u in sorted(by_update)] for kind, by_update in records.items()}
 
 
+def training_wall_seconds(log_text: str) -> float:
+    """fairseq's wall clock at the last record of each fairseq-train session, summed (the clock
+    starts again at 0 when a run resumes)."""
+    total = 0.0
+    for session in log_text.split("$ fairseq-train")[1:]:
+        walls = [json.loads(m.group(2)).get("wall") for m in map(_JSON_RECORD.search,
+                                                               session.splitlines()) if m]
+        walls = [float(w) for w in walls if w is not None]
+        total += max(walls, default=0.0)
+    return total
+
+
 def _number(value):
     try:
         return float(value)
@@ -117,6 +129,21 @@ class Comparison:
         with open(self.state_path) as f:
             state = json.load(f)
         before, now = state.get("settings", {}), self.settings_record()
+        if before.get("max_update") and now["max_update"] > before["max_update"]:
+            # train longer: fairseq-train resumes from checkpoint_last.pt (inverse_sqrt does not
+            # depend on --max-update, so this equals a run with the larger budget from the start)
+            print(f"[{self.task.name}] --max-update {before['max_update']} -> {now['max_update']}"
+                  f": training resumes; the measurements after it are redone", file=self.out)
+            state["stages"] = {k: v for k, v in state["stages"].items() if k == "data"}
+            self._forget_uptraining()
+            before = dict(before, max_update=now["max_update"], uptrain_updates=None)
+        if (before.get("uptrain_updates") and now["uptrain_updates"]
+                and now["uptrain_updates"] > before["uptrain_updates"]):
+            print(f"[{self.task.name}] --uptrain-updates {before['uptrain_updates']} -> "
+                  f"{now['uptrain_updates']}: fine-tuning resumes", file=self.out)
+            for stage in ("uptrain", "evaluate:uptrained"):
+                state["stages"].pop(stage, None)
+            before = dict(before, uptrain_updates=now["uptrain_updates"])
         for key, value in now.items():
             if key in before and before[key] is not None and value is not None \
                     and before[key] != value:
@@ -126,6 +153,15 @@ class Comparison:
                     f"or use another --work-dir (or --restart)")
         state["settings"] = {**before, **{k: v for k, v in now.items() if v is not None}}
         return state
+
+    def _forget_uptraining(self):
+        """The fine-tuning started from the shorter Transformer: start it over."""
+        checkpoints = os.path.join(self.work_dir, "checkpoints")
+        shutil.rmtree(os.path.join(checkpoints, "uptrained"), ignore_errors=True)
+        for path in (os.path.join(checkpoints, "converted.pt"),
+                     os.path.join(self.work_dir, "logs", "train.uptrained.log")):
+            if os.path.exists(path):
+                os.remove(path)
 
     def _save_state(self):
         os.makedirs(self.work_dir, exist_ok=True)
@@ -255,17 +291,19 @@ class Comparison:
                 worker.join(0.5)
         if errors:
             raise errors[0]
-        return {run.name: dict(self.training_summary(run), wall_seconds=round(times[run.name], 1),
-                               threads=threads) for run in runs}
+        return {run.name: dict(self.training_summary(run), threads=threads,
+                               this_session_seconds=round(times[run.name], 1)) for run in runs}
 
     def training_summary(self, run: TrainingRun) -> Dict:
         records = read_records(run.log_path)
         with open(run.log_path, encoding="utf-8", errors="replace") as f:
-            params = _PARAMS.findall(f.read())
+            text = f.read()
+        params = _PARAMS.findall(text)
         valid = records["valid"]
         return {
-            "updates": int(records["train_inner"][-1]["num_updates"]) if records["train_inner"]
-            else None,
+            "wall_seconds": training_wall_seconds(text),
+            "updates": max([int(r["num_updates"]) for r in records["train_inner"] + valid],
+                           default=None),
             "parameters": int(params[-1].replace(",", "")) if params else None,
             "valid": valid,
             "train_inner": records["train_inner"],
