@@ -126,10 +126,12 @@ def uptraining_summary(name: str, state: Dict) -> Optional[Dict]:
     first = next((int(r["num_updates"]) for r in stages["uptrain"]["valid"]
                   if key in r and reached(r[key])), None)
     from_scratch = stages["train"]["transformer"]["updates"]
+    uptrained = [r[key] for r in stages["uptrain"]["valid"] if key in r]
     return {"metric": label, "transformer_best": best, "threshold": threshold,
             "first_update": first, "from_scratch_updates": from_scratch,
             "fraction": first / from_scratch if first else None,
-            "uptrain_updates": stages["uptrain"]["updates"]}
+            "uptrain_updates": stages["uptrain"]["updates"],
+            "uptrained_best": (max(uptrained) if higher else min(uptrained)) if uptrained else None}
 
 
 def uptraining_lines(states: Dict[str, Dict]) -> List[str]:
@@ -141,15 +143,16 @@ def uptraining_lines(states: Dict[str, Dict]) -> List[str]:
         stages = state["stages"]
         lines.append(f"**{name}.** The trained Transformer was converted with "
                      f"`python -m memsizer_fairseq.uptrain` and fine-tuned as Memsizer for "
-                     f"{summary['uptrain_updates']} updates. Its {summary['metric']} first came "
-                     f"within the tolerance of the Transformer's best ({summary['transformer_best']:.2f}"
-                     f" -> threshold {summary['threshold']:.2f}) ")
+                     f"{summary['uptrain_updates']} updates. The Transformer's best "
+                     f"{summary['metric']} is {summary['transformer_best']:.2f}, so the target is "
+                     f"{summary['threshold']:.2f}; ")
         if summary["first_update"]:
-            lines[-1] += (f"after **{summary['first_update']} updates = "
-                          f"{100 * summary['fraction']:.0f}% of the {summary['from_scratch_updates']}"
-                          f" from-scratch updates**.")
+            lines[-1] += (f"the fine-tuned model first reached it after **"
+                          f"{summary['first_update']} updates = {100 * summary['fraction']:.0f}% "
+                          f"of the {summary['from_scratch_updates']} from-scratch updates**.")
         else:
-            lines[-1] += "never within the fine-tuning budget."
+            lines[-1] += (f"the fine-tuned model did not reach it within its budget (best "
+                          f"{summary['uptrained_best']:.2f}).")
         evaluated = stages.get("evaluate:uptrained")
         if evaluated:
             rows = []

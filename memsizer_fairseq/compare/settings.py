@@ -7,7 +7,8 @@ paper's (MT: decoder self k 4, cross k 32, init scales 8 / 8; LM: k 32, scales 3
 user adds ``--memsizer-args``.
 
 ``full`` is sized for a small CPU machine: on two cores (one thread per model) the translation
-models train for about 50 minutes, the others for about 13. A rerun of a finished comparison with
+models train for about 50 minutes, the summarization models for about 15 and the language models
+for about 10. A rerun of a finished comparison with
 a larger ``--max-update`` resumes training from the last checkpoints. ``tiny`` is the CI mode
 (synthetic corpora, a few minutes in all).
 """
@@ -112,7 +113,7 @@ SUMMARIZATION = TaskSettings(
     evaluate={"--task": "summarization", "--beam": 4, "--lenpen": 1.0, "--max-len-b": 40,
               "--max-tokens": 8000, "--post-process": "sentencepiece", "--scoring": "rouge"},
     metric="ROUGE",
-    full=Budget(max_update=300, validate_every=100, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
+    full=Budget(max_update=600, validate_every=100, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
                 valid_lines=1000),
     tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
                 train=_TINY_TRAIN),
