@@ -115,7 +115,7 @@ def test_stopped_comparison_resumes(language_model):
     assert "train" not in stopped_state["stages"]
     assert "data: done earlier" in resumed.stdout
     stages = state_of(work, "language_modeling")["stages"]
-    assert stages["train"]["memsizer"]["updates"] == 300
+    assert stages["train"]["memsizer"]["updates"] == 200
     # the resumed run continued from the saved checkpoint instead of starting over
     log = os.path.join(work, "language_modeling", "logs", "train.memsizer.log")
     text = open(log).read()
@@ -125,7 +125,7 @@ def test_stopped_comparison_resumes(language_model):
     resumed_at = json.loads(second[second.index('| train_inner | {') + 16:].split("\n")[0])
     assert int(resumed_at["num_updates"]) > 10  # not from update 0
     updates = [r["num_updates"] for r in read_records(log)["train_inner"]]
-    assert updates[-1] == 300
+    assert updates[-1] == 200
 
 
 def test_language_model_perplexity_and_generation_timing(language_model):

@@ -7,9 +7,9 @@ paper's (MT: decoder self k 4, cross k 32, init scales 8 / 8; LM: k 32, scales 3
 user adds ``--memsizer-args``.
 
 ``full`` is sized for a small CPU machine: on two cores (one thread per model) the translation
-models train for about 50 minutes, the summarization models for about 15 and the language models
-for about 10. A rerun of a finished comparison with
-a larger ``--max-update`` resumes training from the last checkpoints. ``tiny`` is the CI mode
+models train for about 35 minutes, the summarization models for about 12 and the language models
+for about 5: far too little for good models (see the README). A rerun of a finished comparison
+with a larger ``--max-update`` resumes training from the last checkpoints. ``tiny`` is the CI mode
 (synthetic corpora, a few minutes in all).
 """
 from dataclasses import dataclass, field
@@ -110,7 +110,9 @@ SUMMARIZATION = TaskSettings(
         "--eval-rouge-remove-bpe": "sentencepiece", "--best-checkpoint-metric": "rouge_l",
         "--maximize-best-checkpoint-metric": True,
     }),
-    evaluate={"--task": "summarization", "--beam": 4, "--lenpen": 1.0, "--max-len-b": 40,
+    evaluate={"--task": "summarization", "--truncate-source": "true",
+              "--max-source-positions": 512, "--max-target-positions": 512,
+              "--beam": 4, "--lenpen": 1.0, "--max-len-b": 40,
               "--max-tokens": 8000, "--post-process": "sentencepiece", "--scoring": "rouge"},
     metric="ROUGE",
     full=Budget(max_update=600, validate_every=100, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
@@ -143,9 +145,9 @@ LANGUAGE_MODELING = TaskSettings(
     evaluate={"--task": "language_modeling", "--tokens-per-sample": 256,
               "--context-window": 128, "--max-tokens": 4096, "--sample-break-mode": "none"},
     metric="perplexity",
-    full=Budget(max_update=300, validate_every=100, spm_vocab=8000, valid_lines=3000,
+    full=Budget(max_update=150, validate_every=50, spm_vocab=8000, valid_lines=3000,
                 model=_lm_model(layers=4, width=256, ffn=1024, heads=4)),
-    tiny=Budget(max_update=300, validate_every=100, spm_vocab=400,
+    tiny=Budget(max_update=200, validate_every=100, spm_vocab=400,
                 model=_lm_model(layers=2, width=64, ffn=128, heads=2),
         train=merge_args(_TINY_TRAIN, {"--tokens-per-sample": 128}),
         evaluate={"--tokens-per-sample": 128, "--context-window": 64}, timing_prompts=8,
