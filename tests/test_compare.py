@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from memsizer_fairseq import pipeline
-from memsizer_fairseq.compare.runner import read_records
+from memsizer_fairseq.compare.runner import read_records, training_wall_seconds
 from memsizer_fairseq.uptrain import convert_state, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,6 +87,15 @@ def test_uptraining_reaches_the_transformer_sooner(translation):
     best = max(r["bleu"] for r in stages["train"]["transformer"]["valid"])
     first = next(r["num_updates"] for r in stages["uptrain"]["valid"] if r["bleu"] >= best - 1)
     assert first < stages["train"]["transformer"]["updates"] / 2
+
+
+def test_training_time_adds_the_sessions_of_a_resumed_run():
+    inner = '2026-01-01 | INFO | train_inner | {"num_updates": "%d", "wall": "%d"}\n'
+    stopped = "$ fairseq-train a\n" + inner % (25, 40) + inner % (50, 80)
+    # fairseq's wall meter can restart within a session: its own total is what counts
+    finished = ("$ fairseq-train a\n" + inner % (75, 30) + inner % (100, 20)
+                + "2026-01-01 | INFO | fairseq_cli.train | done training in 95.5 seconds\n")
+    assert training_wall_seconds(stopped + finished) == 80 + 95.5
 
 
 def test_rerun_skips_finished_stages(translation):
@@ -256,3 +265,37 @@ def test_larger_budget_resumes_training(translation):
     log = open(os.path.join(work, "translation", "logs", "train.memsizer.log")).read()
     second = log[log.rindex("$ fairseq-train"):]
     assert "Loaded checkpoint" in second and "(epoch" in second
+
+
+def test_new_memsizer_args_keep_the_transformer(language_model):
+    """Last for the LM run: tuning Memsizer retrains it alone; the baseline is kept."""
+    work = language_model[0]
+    before = state_of(work, "language_modeling")
+    args = ("--tasks", "language_modeling", "--uptrain", "--memsizer-args", "--causal-proj-dim 8")
+    proc = run_compare(work, *args)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "the Memsizer model is trained again" in proc.stdout
+    assert "## Memsizer settings tried" in proc.stdout and "`--causal-proj-dim 8`" in proc.stdout
+    task_dir = os.path.join(work, "language_modeling")
+    after = state_of(work, "language_modeling")
+    assert after["settings"]["memsizer_args"] == ["--causal-proj-dim", "8"]
+    for stage in ("data", "evaluate:transformer"):
+        assert after["stages"][stage] == before["stages"][stage]
+    assert after["stages"]["train"]["transformer"] == before["stages"]["train"]["transformer"]
+    assert after["stages"]["train"]["memsizer"]["updates"] == 200
+    # the new Memsizer model and its fine-tuned conversion have 8 slots; the old run is kept
+    checkpoints = os.path.join(task_dir, "checkpoints")
+    for path in (os.path.join(checkpoints, "memsizer", "checkpoint_best.pt"),
+                 os.path.join(checkpoints, "uptrained", "checkpoint_best.pt")):
+        model = load_checkpoint(path)["model"]
+        assert model["decoder.layers.0.self_attn.l_proj.weight"].shape[0] == 8
+    assert after["stages"]["uptrain"]["updates"] == before["stages"]["uptrain"]["updates"]
+    with open(os.path.join(task_dir, "tried", "1", "record.json")) as f:
+        record = json.load(f)
+    assert record["memsizer_args"] == []
+    assert record["train"] == before["stages"]["train"]["memsizer"]
+    assert record["lm_generation_timing"] == before["stages"]["lm_generation_timing"]
+    old = load_checkpoint(os.path.join(task_dir, "tried", "1", "memsizer", "checkpoint_best.pt"))
+    assert old["model"]["decoder.layers.0.self_attn.l_proj.weight"].shape[0] != 8
+    assert "Loaded checkpoint" not in open(os.path.join(task_dir, "logs", "train.memsizer.log")
+                                           ).read()

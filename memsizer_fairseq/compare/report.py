@@ -1,6 +1,7 @@
 """The comparison's markdown report and training-curve plots, from the runs' ``state.json``."""
 import os
 import platform
+import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .settings import TASKS
@@ -165,6 +166,44 @@ def uptraining_lines(states: Dict[str, Dict]) -> List[str]:
     return lines
 
 
+def tried_lines(states: Dict[str, Dict]) -> List[str]:
+    """The Memsizer flags tried on a task (``tried/N/record.json``) next to the current ones,
+    judged on the validation set only."""
+    lines = []
+    for name, state in states.items():
+        current = (state["stages"].get("train") or {}).get("memsizer")
+        if not state.get("tried") or not current:
+            continue
+        key, label, higher = valid_metric(name)
+        runs = [(record["memsizer_args"], record["train"]) for record in state["tried"]]
+        runs.append((state["settings"]["memsizer_args"], current))
+        lines += [f"**{name}** (Transformer: best {label} "
+                  f"{_best(state['stages']['train']['transformer'], key, higher)}, valid NLL "
+                  f"{_last_loss(state['stages']['train']['transformer'])})", "",
+                  f"| `--memsizer-args` | updates | best {label} | "
+                  "last valid NLL (bits per token) |",
+                  "|---|---|---|---|"]
+        for number, (args, train) in enumerate(runs, 1):
+            if not train:
+                continue
+            flags = f"`{shlex.join(args)}`" if args else "(none: the preset)"
+            mark = " (reported above)" if number == len(runs) else ""
+            lines.append(f"| {flags}{mark} | {train['updates']} | "
+                         f"{_best(train, key, higher)} | {_last_loss(train)} |")
+        lines.append("")
+    return lines
+
+
+def _best(train: Dict, key: str, higher: bool) -> str:
+    values = [r[key] for r in train["valid"] if key in r]
+    return f"{(max if higher else min)(values):.2f}" if values else "-"
+
+
+def _last_loss(train: Dict) -> str:
+    losses = [r["nll_loss"] for r in train["valid"] if "nll_loss" in r]
+    return f"{losses[-1]:.3f}" if losses else "-"
+
+
 def plot_curves(name: str, state: Dict, path: str) -> Optional[str]:
     import logging
 
@@ -219,6 +258,9 @@ def write_report(states: Dict[str, Dict], out_dir: str, command: str, threads: i
              "optimizer, schedule, batches and seed; only the attention differs. Test-set "
              "numbers use each model's best checkpoint on the validation set.", "",
              *results_table(states), "", "## Set-up", "", *setup_table(states), ""]
+    tried = tried_lines(states)
+    if tried:
+        lines += ["## Memsizer settings tried (validation set)", "", *tried]
     uptraining = uptraining_lines(states)
     if uptraining:
         lines += ["## Uptraining", "", *uptraining]
@@ -236,6 +278,8 @@ def write_report(states: Dict[str, Dict], out_dir: str, command: str, threads: i
 
 
 def load_states(work_dirs: Sequence[Tuple[str, str]]) -> Dict[str, Dict]:
+    """Each task's state.json, with the records of Memsizer runs set aside under ``tried``."""
+    import glob
     import json
 
     states = {}
@@ -244,4 +288,10 @@ def load_states(work_dirs: Sequence[Tuple[str, str]]) -> Dict[str, Dict]:
         if os.path.isfile(path):
             with open(path) as f:
                 states[name] = json.load(f)
+            tried = glob.glob(os.path.join(work_dir, "tried", "*", "record.json"))
+            tried.sort(key=lambda p: int(os.path.basename(os.path.dirname(p))))
+            states[name]["tried"] = []
+            for record in tried:
+                with open(record) as f:
+                    states[name]["tried"].append(json.load(f))
     return states

@@ -6,10 +6,14 @@ with ``uptrain``, ``uptrain`` (convert the trained Transformer, fine-tune it as 
 ``evaluate:uptrained``. What a finished stage measured is kept in ``state.json``; a rerun of the
 same command skips finished stages and fairseq-train resumes from ``checkpoint_last.pt`` (saved
 every ``validate_every`` updates), so a stopped or killed comparison loses at most that much.
+A rerun with other ``--memsizer-args`` keeps the Transformer and trains the Memsizer model again
+(the previous Memsizer run moves to ``tried/N/``): tuning Memsizer does not retrain the baseline.
 """
+import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -23,9 +27,12 @@ from . import data
 from .settings import ARCHS, TaskSettings
 
 STATE_FILE = "state.json"
+# the stages that depend on the Memsizer's flags (redone when --memsizer-args changes)
+MEMSIZER_STAGES = ("evaluate:memsizer", "lm_generation_timing", "uptrain", "evaluate:uptrained")
 _PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
 _ROUGE = re.compile(r"ROUGE-1 = ([\d.]+), ROUGE-2 = ([\d.]+), ROUGE-L = ([\d.]+)")
 _LM_SCORE = re.compile(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)")
+_DONE = re.compile(r"done training in ([\d.]+) seconds")
 _JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
 
 
@@ -58,15 +65,31 @@ def read_records(log_path: str) -> Dict[str, List[Dict]]:
 
 
 def training_wall_seconds(log_text: str) -> float:
-    """fairseq's wall clock at the last record of each fairseq-train session, summed (the clock
-    starts again at 0 when a run resumes)."""
+    """Training time summed over the fairseq-train sessions of a log (a resumed run starts a new
+    session): fairseq's "done training in" for a finished session, else its wall clock at the
+    last record before it was stopped."""
     total = 0.0
     for session in log_text.split("$ fairseq-train")[1:]:
+        done = _DONE.search(session)
+        if done:
+            total += float(done.group(1))
+            continue
         walls = [json.loads(m.group(2)).get("wall") for m in map(_JSON_RECORD.search,
                                                                session.splitlines()) if m]
         walls = [float(w) for w in walls if w is not None]
         total += max(walls, default=0.0)
     return total
+
+
+def memsizer_overrides(args: Sequence[str]) -> Dict:
+    """The Memsizer flags (slot counts, init scales, ...) among extra fairseq-train flags, as
+    the converter's model overrides: the fine-tuned model must have the same shapes."""
+    from ..models.memsizer_options import add_memsizer_args
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_memsizer_args(parser)
+    known, _ = parser.parse_known_args(list(args))
+    return {k: v for k, v in vars(known).items() if v is not None}
 
 
 def _number(value):
@@ -129,6 +152,14 @@ class Comparison:
         with open(self.state_path) as f:
             state = json.load(f)
         before, now = state.get("settings", {}), self.settings_record()
+        previous_args = before.get("memsizer_args")
+        if previous_args is not None and now["memsizer_args"] != previous_args:
+            kept = self._set_aside_memsizer(state, previous_args)
+            print(f"[{self.task.name}] --memsizer-args {shlex.join(previous_args)!r} -> "
+                  f"{shlex.join(now['memsizer_args'])!r}: the Memsizer model is trained again; "
+                  f"the Transformer's training and results are kept; the previous Memsizer run "
+                  f"is in {kept}", file=self.out)
+            before = dict(before, memsizer_args=now["memsizer_args"])
         if before.get("max_update") and now["max_update"] > before["max_update"]:
             # train longer: fairseq-train resumes from checkpoint_last.pt (inverse_sqrt does not
             # depend on --max-update, so this equals a run with the larger budget from the start)
@@ -153,6 +184,33 @@ class Comparison:
                     f"or use another --work-dir (or --restart)")
         state["settings"] = {**before, **{k: v for k, v in now.items() if v is not None}}
         return state
+
+    def _set_aside_memsizer(self, state: Dict, memsizer_args: List[str]) -> str:
+        """Move the Memsizer run (and the fine-tuning, which uses the same flags) to
+        ``tried/N/`` with a record of its flags and results, and forget its stages."""
+        tried = os.path.join(self.work_dir, "tried")
+        number = 1
+        while os.path.exists(os.path.join(tried, str(number))):
+            number += 1
+        kept = os.path.join(tried, str(number))
+        os.makedirs(kept)
+        stages = state["stages"]
+        record = {"memsizer_args": memsizer_args,
+                  "train": (stages.get("train") or {}).get("memsizer")}
+        for stage in MEMSIZER_STAGES:
+            record[stage] = stages.pop(stage, None)
+        if "memsizer" in (stages.get("train") or {}):
+            stages["train"] = {k: v for k, v in stages["train"].items() if k != "memsizer"}
+        with open(os.path.join(kept, "record.json"), "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+        checkpoints, logs = (os.path.join(self.work_dir, d) for d in ("checkpoints", "logs"))
+        for path in (os.path.join(checkpoints, "memsizer"), os.path.join(checkpoints, "uptrained"),
+                     os.path.join(checkpoints, "converted.pt"),
+                     *(os.path.join(logs, f"{kind}.{name}.log") for kind in ("train", "evaluate")
+                       for name in ("memsizer", "uptrained"))):
+            if os.path.exists(path):
+                shutil.move(path, os.path.join(kept, os.path.basename(path)))
+        return kept
 
     def _forget_uptraining(self):
         """The fine-tuning started from the shorter Transformer: start it over."""
@@ -193,6 +251,14 @@ class Comparison:
         self._save_state()
         self.stage("data", self.prepare_data)
         runs = {name: self.training_run(name) for name in ARCHS}
+        trained = self.state["stages"].get("train") or {}
+        if "train" in self.state["stages"] and any(name not in trained for name in ARCHS):
+            # the Memsizer run was set aside (--memsizer-args changed): train it alone, on the
+            # same share of the cores as side by side
+            del self.state["stages"]["train"]
+            kept = {k: v for k, v in trained.items() if k in ARCHS}
+            self.stage("train", lambda: {**kept, **self.train(
+                [run for name, run in runs.items() if name not in kept], share=len(ARCHS))})
         self.stage("train", lambda: self.train(list(runs.values())))
         for name in ARCHS:
             self.stage(f"evaluate:{name}", lambda name=name: self.evaluate(runs[name]))
@@ -216,13 +282,14 @@ class Comparison:
         data.binarize(self.task, self.spm_dir, self.data_bin, workers=self.threads)
         return data.corpus_stats(self.task, self.spm_dir)
 
-    def _train_flags(self, name: str, extra: Args = None) -> Args:
+    def _train_flags(self, name: str, extra: Args = None, max_update: Optional[int] = None
+                     ) -> Args:
         budget = self.budget
         flags = merge_args(self.task.train, budget.model)
         flags = merge_args(flags, budget.train)
         flags = merge_args(flags, {
             "--arch": self.task.archs["memsizer" if name == "uptrained" else name],
-            "--max-update": self.max_update,
+            "--max-update": max_update or self.max_update,
             "--validate-interval-updates": budget.validate_every,
             "--save-interval-updates": budget.validate_every,
         })
@@ -234,11 +301,9 @@ class Comparison:
                      ) -> TrainingRun:
         save_dir = os.path.join(self.work_dir, "checkpoints", name)
         args = [self.data_bin, "--user-dir", pipeline.USER_DIR,
-                *render_args(self._train_flags(name, extra)), "--save-dir", save_dir]
+                *render_args(self._train_flags(name, extra, max_update)), "--save-dir", save_dir]
         if name != "transformer":
             args += self.memsizer_args
-        if max_update:
-            args = [*args, "--max-update", str(max_update)]
         return TrainingRun(name, args, save_dir, os.path.join(self.work_dir, "logs",
                                                               f"train.{name}.log"),
                            max_update or self.max_update)
@@ -268,9 +333,10 @@ class Comparison:
             finally:
                 bar.close()
 
-    def train(self, runs: List[TrainingRun]) -> Dict:
-        """Train the runs at the same time (the cores split between them), then summarise."""
-        threads = max(1, self.threads // len(runs))
+    def train(self, runs: List[TrainingRun], share: Optional[int] = None) -> Dict:
+        """Train the runs at the same time (the cores split between them, or into ``share``
+        parts), then summarise."""
+        threads = max(1, self.threads // (share or len(runs)))
         errors: List[BaseException] = []
         times: Dict[str, float] = {}
 
@@ -363,7 +429,8 @@ class Comparison:
 
         converted = run.args[run.args.index("--finetune-from-model") + 1]
         source = os.path.join(self.work_dir, "checkpoints", "transformer", "checkpoint_best.pt")
-        report = convert_checkpoint(source, converted, attention_init=self.attention_init)
+        report = convert_checkpoint(source, converted, memsizer_overrides(self.memsizer_args),
+                                    attention_init=self.attention_init)
         # a rerun resumes from run.save_dir/checkpoint_last.pt: fairseq-train then ignores
         # --finetune-from-model
         self._run_training(run, self.threads, 0)
