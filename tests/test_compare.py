@@ -248,6 +248,19 @@ def test_converter_errors_name_the_problem(translation, tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
+def test_evaluate_again_rescores_the_same_models(translation):
+    work, _ = translation
+    before = state_of(work, "translation")["stages"]
+    proc = run_compare(work, "--tasks", "translation", "--uptrain", "--evaluate-again")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "train: done earlier" in proc.stdout and "uptrain: done earlier" in proc.stdout
+    after = state_of(work, "translation")["stages"]
+    for model in ("transformer", "memsizer", "uptrained"):
+        assert f"evaluate:{model} ..." in proc.stdout
+        assert after[f"evaluate:{model}"]["sacrebleu"] == before[f"evaluate:{model}"]["sacrebleu"]
+    assert after["train"] == before["train"]
+
+
 def test_larger_budget_resumes_training(translation):
     """Last: it changes the module's translation run."""
     work, _ = translation

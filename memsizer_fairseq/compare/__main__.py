@@ -59,6 +59,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="CPU threads in all (default: every core)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when available")
+    parser.add_argument("--evaluate-again", action="store_true",
+                        help="redo the test-set scores and generation timings of finished runs "
+                             "(e.g. on a machine with nothing else running)")
     parser.add_argument("--restart", action="store_true",
                         help="delete the work directory of each task first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -105,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 uptrain=args.uptrain is not None and (not args.uptrain or name in args.uptrain),
                 uptrain_updates=args.uptrain_updates,
                 attention_init=args.attention_init, threads=args.threads, device=args.device,
-                progress=not args.no_progress)
+                progress=not args.no_progress, evaluate_again=args.evaluate_again)
             work_dirs.append((name, work_dir))
             comparison.run()
     except KeyboardInterrupt:

@@ -200,7 +200,9 @@ def _best(train: Dict, key: str, higher: bool) -> str:
 
 
 def _last_loss(train: Dict) -> str:
-    losses = [r["nll_loss"] for r in train["valid"] if "nll_loss" in r]
+    # label-smoothed runs log nll_loss; cross-entropy (LM) runs log the NLL as loss
+    losses = [r.get("nll_loss", r.get("loss")) for r in train["valid"]
+              if "nll_loss" in r or "loss" in r]
     return f"{losses[-1]:.3f}" if losses else "-"
 
 

@@ -28,6 +28,8 @@ from .settings import ARCHS, TaskSettings
 
 STATE_FILE = "state.json"
 # the stages that depend on the Memsizer's flags (redone when --memsizer-args changes)
+EVALUATION_STAGES = ("evaluate:transformer", "evaluate:memsizer", "lm_generation_timing",
+                     "evaluate:uptrained")
 MEMSIZER_STAGES = ("evaluate:memsizer", "lm_generation_timing", "uptrain", "evaluate:uptrained")
 _PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
 _ROUGE = re.compile(r"ROUGE-1 = ([\d.]+), ROUGE-2 = ([\d.]+), ROUGE-L = ([\d.]+)")
@@ -116,7 +118,7 @@ class Comparison:
                  memsizer_args: Sequence[str] = (), uptrain: bool = False,
                  uptrain_updates: Optional[int] = None, attention_init: str = "svd",
                  threads: Optional[int] = None, device: str = "cpu", progress: bool = True,
-                 out=None):
+                 evaluate_again: bool = False, out=None):
         if not tiny and not raw_dir:
             raise ValueError(f"{task.name}: give the raw data directory (or use --tiny)")
         self.task = task
@@ -137,6 +139,9 @@ class Comparison:
         self.data_bin = os.path.join(self.work_dir, "data-bin")
         self.state_path = os.path.join(self.work_dir, STATE_FILE)
         self.state = self._load_state()
+        if evaluate_again:  # e.g. to time generation again on a machine with nothing else running
+            for stage in EVALUATION_STAGES:
+                self.state["stages"].pop(stage, None)
 
     # -- state ---------------------------------------------------------------------------------
     def settings_record(self) -> Dict:
@@ -259,7 +264,8 @@ class Comparison:
             kept = {k: v for k, v in trained.items() if k in ARCHS}
             self.stage("train", lambda: {**kept, **self.train(
                 [run for name, run in runs.items() if name not in kept], share=len(ARCHS))})
-        self.stage("train", lambda: self.train(list(runs.values())))
+        else:
+            self.stage("train", lambda: self.train(list(runs.values())))
         for name in ARCHS:
             self.stage(f"evaluate:{name}", lambda name=name: self.evaluate(runs[name]))
         if not self.task.paired:
