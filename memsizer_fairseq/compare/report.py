@@ -114,10 +114,9 @@ def uptraining_summary(name: str, state: Dict) -> Optional[Dict]:
     if "uptrain" not in stages:
         return None
     key, label, higher = valid_metric(name)
-    transformer = [r[key] for r in stages["train"]["transformer"]["valid"] if key in r]
-    if not transformer:
+    best = _best_value(stages["train"]["transformer"], key, higher)
+    if best is None:
         return None
-    best = max(transformer) if higher else min(transformer)
     if higher:
         threshold = best - (BLEU_TOLERANCE if name == "translation" else ROUGE_TOLERANCE)
         reached = lambda value: value >= threshold  # noqa: E731
@@ -127,12 +126,11 @@ def uptraining_summary(name: str, state: Dict) -> Optional[Dict]:
     first = next((int(r["num_updates"]) for r in stages["uptrain"]["valid"]
                   if key in r and reached(r[key])), None)
     from_scratch = stages["train"]["transformer"]["updates"]
-    uptrained = [r[key] for r in stages["uptrain"]["valid"] if key in r]
     return {"metric": label, "transformer_best": best, "threshold": threshold,
             "first_update": first, "from_scratch_updates": from_scratch,
             "fraction": first / from_scratch if first else None,
             "uptrain_updates": stages["uptrain"]["updates"],
-            "uptrained_best": (max(uptrained) if higher else min(uptrained)) if uptrained else None}
+            "uptrained_best": _best_value(stages["uptrain"], key, higher)}
 
 
 def uptraining_lines(states: Dict[str, Dict]) -> List[str]:
@@ -194,9 +192,15 @@ def tried_lines(states: Dict[str, Dict]) -> List[str]:
     return lines
 
 
-def _best(train: Dict, key: str, higher: bool) -> str:
+def _best_value(train: Dict, key: str, higher: bool) -> Optional[float]:
+    """A training run's best validation score (None when it has none)."""
     values = [r[key] for r in train["valid"] if key in r]
-    return f"{(max if higher else min)(values):.2f}" if values else "-"
+    return (max if higher else min)(values) if values else None
+
+
+def _best(train: Dict, key: str, higher: bool) -> str:
+    value = _best_value(train, key, higher)
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _last_loss(train: Dict) -> str:

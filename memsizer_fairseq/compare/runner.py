@@ -27,9 +27,10 @@ from . import data
 from .settings import ARCHS, TaskSettings
 
 STATE_FILE = "state.json"
-# the stages that depend on the Memsizer's flags (redone when --memsizer-args changes)
+# the test-set scores and timings (redone by --evaluate-again)
 EVALUATION_STAGES = ("evaluate:transformer", "evaluate:memsizer", "lm_generation_timing",
                      "evaluate:uptrained")
+# the stages that depend on the Memsizer's flags (redone when --memsizer-args changes)
 MEMSIZER_STAGES = ("evaluate:memsizer", "lm_generation_timing", "uptrain", "evaluate:uptrained")
 _PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
 _ROUGE = re.compile(r"ROUGE-1 = ([\d.]+), ROUGE-2 = ([\d.]+), ROUGE-L = ([\d.]+)")
@@ -208,22 +209,28 @@ class Comparison:
             stages["train"] = {k: v for k, v in stages["train"].items() if k != "memsizer"}
         with open(os.path.join(kept, "record.json"), "w") as f:
             json.dump(record, f, indent=2, sort_keys=True)
-        checkpoints, logs = (os.path.join(self.work_dir, d) for d in ("checkpoints", "logs"))
-        for path in (os.path.join(checkpoints, "memsizer"), os.path.join(checkpoints, "uptrained"),
-                     os.path.join(checkpoints, "converted.pt"),
-                     *(os.path.join(logs, f"{kind}.{name}.log") for kind in ("train", "evaluate")
-                       for name in ("memsizer", "uptrained"))):
+        for path in (*self._run_files("memsizer", ("train", "evaluate")),
+                     *self._run_files("uptrained", ("train", "evaluate"))):
             if os.path.exists(path):
                 shutil.move(path, os.path.join(kept, os.path.basename(path)))
         return kept
 
+    def _run_files(self, name: str, logs: Sequence[str]) -> List[str]:
+        """A run's checkpoint folder and its logs of the given kinds (``train``, ``evaluate``);
+        the fine-tuning also owns the converted checkpoint it starts from."""
+        checkpoints = os.path.join(self.work_dir, "checkpoints")
+        files = [os.path.join(checkpoints, name),
+                 *(os.path.join(self.work_dir, "logs", f"{kind}.{name}.log") for kind in logs)]
+        if name == "uptrained":
+            files.append(os.path.join(checkpoints, "converted.pt"))
+        return files
+
     def _forget_uptraining(self):
         """The fine-tuning started from the shorter Transformer: start it over."""
-        checkpoints = os.path.join(self.work_dir, "checkpoints")
-        shutil.rmtree(os.path.join(checkpoints, "uptrained"), ignore_errors=True)
-        for path in (os.path.join(checkpoints, "converted.pt"),
-                     os.path.join(self.work_dir, "logs", "train.uptrained.log")):
-            if os.path.exists(path):
+        for path in self._run_files("uptrained", ("train",)):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
                 os.remove(path)
 
     def _save_state(self):
