@@ -251,7 +251,8 @@ def machine_line(threads: int, device: str) -> str:
     import torch
 
     cpu = platform.processor() or platform.machine()
-    return (f"{device.upper()}, {os.cpu_count()} cores ({cpu}), {threads} threads; torch "
+    plural = "" if threads == 1 else "s"
+    return (f"{device.upper()}, {os.cpu_count()} cores ({cpu}), {threads} thread{plural}; torch "
             f"{torch.__version__}, Python {platform.python_version()}")
 
 

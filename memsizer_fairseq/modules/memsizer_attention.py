@@ -10,7 +10,9 @@ Plain PyTorch: no fairseq import. Tensors follow fairseq's layout, ``T x B x C``
   ``j <= t`` with ``n = t`` (causal); output ``y(z) = a(z) M`` with no output projection.
 
 Incremental decoding keeps, per sentence and layer, a ``k x d`` running sum and a count
-(causal) or the source memory ``M`` (cross-attention): constant in the decoded length.
+(causal) or the source memory ``M`` (cross-attention): constant in the decoded length. Beam
+reorders that only move rows onto bitwise-identical memories (within one sentence's beams) leave
+the source memory in place, as fairseq's MultiheadAttention does with its encoder keys / values.
 """
 import uuid
 from typing import Dict, Optional, Tuple
@@ -33,6 +35,17 @@ IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
 def _check_positive(name: str, value, kind=int):
     if not isinstance(value, (int, float)) or value <= 0 or (kind is int and int(value) != value):
         raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
+
+
+def _identical_row_groups(memory: Tensor) -> Tensor:
+    """Labels of the rows of ``memory`` (``B x ...``): rows with one label are bitwise equal.
+
+    Consecutive equal rows (the beams of one sentence, as SequenceGenerator lays them out) share
+    a label; any other row gets its own.
+    """
+    same_as_previous = (memory[1:] == memory[:-1]).flatten(1).all(dim=1)
+    starts = torch.cat([same_as_previous.new_ones(1), ~same_as_previous])
+    return starts.long().cumsum(0)
 
 
 class MemsizerAttention(nn.Module):
@@ -240,7 +253,9 @@ class MemsizerAttention(nn.Module):
             if key is None:
                 raise ValueError("cross-attention state is empty and no source was given")
             memory = self.source_memory(key, key_padding_mask)
-            self._set_input_buffer(incremental_state, {"memory": memory})
+            self._set_input_buffer(
+                incremental_state, {"memory": memory, "row_group": _identical_row_groups(memory)}
+            )
         return self.read(a, memory)
 
     def _causal_forward(self, x, key_padding_mask, incremental_state) -> Tensor:
@@ -298,6 +313,11 @@ class MemsizerAttention(nn.Module):
     ) -> IncrementalState:
         """Select/permute sentences (batch first); ``new_order`` may be shorter than the batch."""
         saved = self._get_input_buffer(incremental_state)
+        groups = saved.get("row_group")
+        if groups is not None and torch.equal(groups.index_select(0, new_order), groups):
+            # Every row would receive a bitwise-identical memory: beam search reorders within
+            # a sentence's beams, which share one source. Skip copying B x k x d floats.
+            return incremental_state
         if saved:
             reordered = {
                 name: (None if value is None else value.index_select(0, new_order))
