@@ -248,17 +248,25 @@ def test_converter_errors_name_the_problem(translation, tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_evaluate_again_rescores_the_same_models(translation):
+def test_evaluate_again_rescores_the_same_models_and_fine_tuning_resumes(translation):
+    """--evaluate-again re-scores the trained models; a larger --uptrain-updates in the same call
+    continues the fine-tuning from its last checkpoint."""
     work, _ = translation
     before = state_of(work, "translation")["stages"]
-    proc = run_compare(work, "--tasks", "translation", "--uptrain", "--evaluate-again")
+    proc = run_compare(work, "--tasks", "translation", "--uptrain", "--uptrain-updates", "90",
+                       "--evaluate-again")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "train: done earlier" in proc.stdout and "uptrain: done earlier" in proc.stdout
+    assert "train: done earlier" in proc.stdout
+    assert "--uptrain-updates 75 -> 90: fine-tuning resumes" in proc.stdout
     after = state_of(work, "translation")["stages"]
-    for model in ("transformer", "memsizer", "uptrained"):
+    for model in ("transformer", "memsizer"):
         assert f"evaluate:{model} ..." in proc.stdout
         assert after[f"evaluate:{model}"]["sacrebleu"] == before[f"evaluate:{model}"]["sacrebleu"]
     assert after["train"] == before["train"]
+    assert after["uptrain"]["updates"] == 90 and "evaluate:uptrained" in after
+    log = open(os.path.join(work, "translation", "logs", "train.uptrained.log")).read()
+    second = log[log.rindex("$ fairseq-train"):]
+    assert "Loaded checkpoint" in second and "@ 75 updates" in second
 
 
 def test_larger_budget_resumes_training(translation):
@@ -269,12 +277,7 @@ def test_larger_budget_resumes_training(translation):
     assert "--max-update 300 -> 340: training resumes" in proc.stdout
     stages = state_of(work, "translation")["stages"]
     assert stages["train"]["memsizer"]["updates"] == 340
-    assert stages["uptrain"]["updates"] == 85
-    proc = run_compare(work, "--tasks", "translation", "--uptrain", "--max-update", "340",
-                       "--uptrain-updates", "100")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "--uptrain-updates 85 -> 100: fine-tuning resumes" in proc.stdout
-    assert state_of(work, "translation")["stages"]["uptrain"]["updates"] == 100
+    assert stages["uptrain"]["updates"] == 85  # a quarter of the new budget, from the start
     log = open(os.path.join(work, "translation", "logs", "train.memsizer.log")).read()
     second = log[log.rindex("$ fairseq-train"):]
     assert "Loaded checkpoint" in second and "(epoch" in second
