@@ -81,25 +81,29 @@ def test_cross_attention_memory_is_computed_once_and_reordered():
 def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
     module = make("cross", kdim=7)
     beam = 3
-    src = torch.randn(5, 2, 7, dtype=torch.float64).repeat_interleave(beam, dim=1)
-    pad = torch.zeros(2, 5, dtype=torch.bool)
+    src = torch.randn(5, 3, 7, dtype=torch.float64).repeat_interleave(beam, dim=1)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
     pad[1, :2] = True
     pad = pad.repeat_interleave(beam, dim=0)
     state = {}
-    step_through(module, torch.randn(1, 6, 12, dtype=torch.float64).split(1), state, src, pad)
+    step_through(module, torch.randn(1, 9, 12, dtype=torch.float64).split(1), state, src, pad)
     memory = module._get_input_buffer(state)["memory"]
+    assert memory.shape == (3, module.num_slots, 12)  # one per sentence, shared by its beams
     # within each sentence's beams (as SequenceGenerator reorders): the memory is not copied
-    module.reorder_incremental_state(state, torch.tensor([2, 2, 0, 4, 3, 3]))
+    module.reorder_incremental_state(state, torch.tensor([2, 2, 0, 4, 3, 3, 8, 6, 7]))
     assert module._get_input_buffer(state)["memory"] is memory
-    # across sentences, or dropping one: moved like any state
-    for order in (torch.tensor([3, 4, 5, 0, 1, 2]), torch.tensor([1, 2])):
+    # whole sentences moved or dropped: one memory per sentence; rows of different sentences
+    # interleaved: one per row, until rows that share a source are consecutive again
+    for order, memories in (([3, 4, 5, 0, 1, 2, 6, 7, 8], 3), ([3, 4, 5, 6, 7, 8], 2),
+                            ([0, 3, 1, 4], 4), ([1, 2], 2), ([1, 1], 1)):
+        order = torch.tensor(order)
         module.reorder_incremental_state(state, order)
         src, pad = src[:, order], pad[order]
         q = torch.randn(2, len(order), 12, dtype=torch.float64)
         got = step_through(module, q.split(1), state)
         want, _ = module(q, src, src, key_padding_mask=pad)
         torch.testing.assert_close(got, want, **TOL)
-        assert module._get_input_buffer(state)["memory"] is not memory
+        assert module._get_input_buffer(state)["memory"].size(0) == memories
 
 
 def test_state_size_does_not_grow_with_length():

@@ -12,7 +12,7 @@ Plain PyTorch: no fairseq import. Tensors follow fairseq's layout, ``T x B x C``
 Incremental decoding keeps, per sentence and layer, a ``k x d`` running sum and a count
 (causal) or the source memory ``M`` (cross-attention): constant in the decoded length. Beam
 reorders that only move rows onto bitwise-identical memories (within one sentence's beams) leave
-the source memory in place, as fairseq's MultiheadAttention does with its encoder keys / values.
+the source memory in place, and the beams of a sentence share one copy of it.
 """
 import uuid
 from typing import Dict, Optional, Tuple
@@ -37,15 +37,29 @@ def _check_positive(name: str, value, kind=int):
         raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
 
 
-def _identical_row_groups(memory: Tensor) -> Tensor:
-    """Labels of the rows of ``memory`` (``B x ...``): rows with one label are bitwise equal.
+def _equal_runs(labels: Tensor) -> int:
+    """``g`` when ``labels`` (``B``) is U runs of g equal values (each run differing from the
+    next), else 1."""
+    size = labels.numel()
+    runs = int((labels[1:] != labels[:-1]).sum()) + 1 if size else 1
+    if size % runs or size == runs:
+        return 1
+    grid = labels.view(runs, size // runs)
+    return size // runs if torch.equal(grid, grid[:, :1].expand_as(grid)) else 1
 
-    Consecutive equal rows (the beams of one sentence, as SequenceGenerator lays them out) share
-    a label; any other row gets its own.
-    """
-    same_as_previous = (memory[1:] == memory[:-1]).flatten(1).all(dim=1)
-    starts = torch.cat([same_as_previous.new_ones(1), ~same_as_previous])
-    return starts.long().cumsum(0)
+
+def _shared_memory(memory: Tensor) -> Tuple[Tensor, int]:
+    """``memory`` (``B x k x d``) as ``U x k x d`` with row b stored once at ``b // g``, when
+    its rows are U runs of g bitwise-equal rows (the beams of one sentence, as SequenceGenerator
+    lays them out); else ``(memory, 1)``."""
+    if memory.size(0) < 2:
+        return memory, 1
+    differs = (memory[1:] != memory[:-1]).flatten(1).any(dim=1)
+    labels = torch.cat([differs.new_zeros(1), differs]).long().cumsum(0)
+    rows = _equal_runs(labels)
+    if rows == 1:
+        return memory, 1
+    return memory[::rows].contiguous(), rows
 
 
 class MemsizerAttention(nn.Module):
@@ -206,6 +220,18 @@ class MemsizerAttention(nn.Module):
         y = torch.bmm(a.transpose(0, 1).to(memory.dtype), memory)
         return y.transpose(0, 1).to(a.dtype)
 
+    @staticmethod
+    def _read_shared(a: Tensor, memory: Tensor) -> Tensor:
+        """``read`` where ``memory`` (``U x k x d``) serves g = B / U consecutive rows of ``a``."""
+        length, bsz, slots = a.shape
+        shared = memory.size(0)
+        if bsz % shared:
+            raise ValueError(f"cross-attention state holds {shared} memories for {bsz} rows; "
+                             "reorder_incremental_state must see every change of the batch")
+        grouped = a.transpose(0, 1).reshape(shared, (bsz // shared) * length, slots)
+        y = torch.bmm(grouped.to(memory.dtype), memory).view(bsz, length, -1)
+        return y.transpose(0, 1).to(a.dtype)
+
     # -- fairseq's attention interface -------------------------------------------------------
 
     def forward(
@@ -252,11 +278,11 @@ class MemsizerAttention(nn.Module):
         if memory is None:
             if key is None:
                 raise ValueError("cross-attention state is empty and no source was given")
-            memory = self.source_memory(key, key_padding_mask)
-            self._set_input_buffer(
-                incremental_state, {"memory": memory, "row_group": _identical_row_groups(memory)}
-            )
-        return self.read(a, memory)
+            memory, rows = _shared_memory(self.source_memory(key, key_padding_mask))
+            self._set_input_buffer(incremental_state, {
+                "memory": memory, "rows_per_memory": torch.tensor(rows, dtype=torch.long),
+            })
+        return self._read_shared(a, memory)
 
     def _causal_forward(self, x, key_padding_mask, incremental_state) -> Tensor:
         a, l, r = self._self_projections(x)
@@ -313,17 +339,34 @@ class MemsizerAttention(nn.Module):
     ) -> IncrementalState:
         """Select/permute sentences (batch first); ``new_order`` may be shorter than the batch."""
         saved = self._get_input_buffer(incremental_state)
-        groups = saved.get("row_group")
-        if groups is not None and torch.equal(groups.index_select(0, new_order), groups):
-            # Every row would receive a bitwise-identical memory: beam search reorders within
-            # a sentence's beams, which share one source. Skip copying B x k x d floats.
-            return incremental_state
+        if saved.get("rows_per_memory") is not None:
+            return self._reorder_shared(incremental_state, saved, new_order)
         if saved:
             reordered = {
                 name: (None if value is None else value.index_select(0, new_order))
                 for name, value in saved.items()
             }
             self._set_input_buffer(incremental_state, reordered)
+        return incremental_state
+
+    def _reorder_shared(
+        self, incremental_state: IncrementalState, saved: Dict[str, Optional[Tensor]],
+        new_order: Tensor,
+    ) -> IncrementalState:
+        """Cross-attention: row b reads memory ``b // g``. Beam search only moves rows within a
+        sentence's beams (nothing to copy) or drops whole sentences (copy the kept memories,
+        one per sentence); any other order copies one memory per row."""
+        memory, rows = saved["memory"], int(saved["rows_per_memory"])
+        wanted = torch.div(new_order, rows, rounding_mode="floor")
+        new_rows = _equal_runs(wanted)
+        if new_rows > 1:
+            wanted = wanted[::new_rows]
+        if not (wanted.numel() == memory.size(0) and torch.equal(
+                wanted, torch.arange(memory.size(0), device=wanted.device))):
+            memory = memory.index_select(0, wanted)
+        self._set_input_buffer(incremental_state, {
+            "memory": memory, "rows_per_memory": torch.tensor(new_rows, dtype=torch.long),
+        })
         return incremental_state
 
     def state_bytes(self, incremental_state: Optional[IncrementalState]) -> int:
