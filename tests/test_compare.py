@@ -272,12 +272,16 @@ def test_evaluate_again_rescores_the_same_models_and_fine_tuning_resumes(transla
 def test_larger_budget_resumes_training(translation):
     """Last: it changes the module's translation run."""
     work, _ = translation
-    proc = run_compare(work, "--tasks", "translation", "--uptrain", "--max-update", "340")
+    proc = run_compare(work, "--tasks", "translation", "--max-update", "340")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "--max-update 300 -> 340: training resumes" in proc.stdout
     stages = state_of(work, "translation")["stages"]
     assert stages["train"]["memsizer"]["updates"] == 340
-    assert stages["uptrain"]["updates"] == 85  # a quarter of the new budget, from the start
+    assert {"evaluate:transformer", "evaluate:memsizer"} <= set(stages)
+    # the fine-tuning started from the shorter Transformer: forgotten, to start over
+    assert "uptrain" not in stages and "evaluate:uptrained" not in stages
+    for forgotten in ("uptrained", "converted.pt"):
+        assert not os.path.exists(os.path.join(work, "translation", "checkpoints", forgotten))
     log = open(os.path.join(work, "translation", "logs", "train.memsizer.log")).read()
     second = log[log.rindex("$ fairseq-train"):]
     assert "Loaded checkpoint" in second and "(epoch" in second
