@@ -216,13 +216,9 @@ class MemsizerAttention(nn.Module):
 
     @staticmethod
     def read(a: Tensor, memory: Tensor) -> Tensor:
-        """``y(z) = a(z) M`` for every reading position: ``T x B x k`` by ``B x k x d``."""
-        y = torch.bmm(a.transpose(0, 1).to(memory.dtype), memory)
-        return y.transpose(0, 1).to(a.dtype)
-
-    @staticmethod
-    def _read_shared(a: Tensor, memory: Tensor) -> Tensor:
-        """``read`` where ``memory`` (``U x k x d``) serves g = B / U consecutive rows of ``a``."""
+        """``y(z) = a(z) M`` for every reading position: ``T x B x k`` by ``U x k x d``, where
+        each memory serves g = B / U consecutive rows (U = B: one memory per row; U < B: the
+        beams of a sentence sharing its source memory during decoding)."""
         length, bsz, slots = a.shape
         shared = memory.size(0)
         if bsz % shared:
@@ -282,7 +278,7 @@ class MemsizerAttention(nn.Module):
             self._set_input_buffer(incremental_state, {
                 "memory": memory, "rows_per_memory": torch.tensor(rows, dtype=torch.long),
             })
-        return self._read_shared(a, memory)
+        return self.read(a, memory)
 
     def _causal_forward(self, x, key_padding_mask, incremental_state) -> Tensor:
         a, l, r = self._self_projections(x)
