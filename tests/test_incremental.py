@@ -86,9 +86,13 @@ def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
     pad[1, :2] = True
     pad = pad.repeat_interleave(beam, dim=0)
     state = {}
+    written = []
+    hook = module.l_proj.register_forward_hook(lambda m, inputs, out: written.append(out.shape))
     step_through(module, torch.randn(1, 9, 12, dtype=torch.float64).split(1), state, src, pad)
+    hook.remove()
     memory = module._get_input_buffer(state)["memory"]
     assert memory.shape == (3, module.num_slots, 12)  # one per sentence, shared by its beams
+    assert written == [(5, 3, module.num_slots)]  # written from one copy of each source
     # within each sentence's beams (as SequenceGenerator reorders): the memory is not copied
     module.reorder_incremental_state(state, torch.tensor([2, 2, 0, 4, 3, 3, 8, 6, 7]))
     assert module._get_input_buffer(state)["memory"] is memory
@@ -104,6 +108,19 @@ def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
         want, _ = module(q, src, src, key_padding_mask=pad)
         torch.testing.assert_close(got, want, **TOL)
         assert module._get_input_buffer(state)["memory"].size(0) == memories
+
+
+def test_equal_sources_with_different_padding_get_their_own_memories():
+    module = make("cross", kdim=7)
+    src = torch.randn(5, 1, 7, dtype=torch.float64).expand(5, 4, 7)
+    pad = torch.zeros(4, 5, dtype=torch.bool)
+    pad[2:, :2] = True  # rows 0, 1 and rows 2, 3: the same source, read to different lengths
+    queries = torch.randn(2, 4, 12, dtype=torch.float64)
+    state = {}
+    got = step_through(module, queries.split(1), state, src, pad)
+    want, _ = module(queries, src, src, key_padding_mask=pad)
+    torch.testing.assert_close(got, want, **TOL)
+    assert module._get_input_buffer(state)["memory"].size(0) == 2
 
 
 def test_state_size_does_not_grow_with_length():

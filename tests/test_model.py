@@ -135,6 +135,29 @@ def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsiz
             torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
 
 
+def test_encoder_out_reorders_within_beams_are_skipped_and_others_gathered(data_dir):
+    from fairseq.models.transformer import TransformerEncoderBase
+
+    model, task = small_model(data_dir)
+    src, lengths, _ = random_batch(task, bsz=3)
+    with torch.no_grad():
+        enc = model.encoder(src, src_lengths=lengths)
+    stock = enc
+    beams = torch.arange(3).repeat_interleave(2)  # SequenceGenerator's expansion to 2 beams
+    orders = [beams, torch.tensor([1, 1, 2, 3, 4, 4]), torch.tensor([0, 1, 5, 4]),
+              torch.tensor([1, 0, 2, 3]), torch.tensor([0, 2, 1, 3]), torch.tensor([1, 0, 3, 2]),
+              torch.tensor([3, 1])]
+    skipped = [False, True, False, True, False, False, False]
+    for order, skip in zip(orders, skipped):
+        before = enc
+        enc = model.encoder.reorder_encoder_out(enc, order)
+        stock = TransformerEncoderBase.reorder_encoder_out(model.encoder, stock, order)
+        assert (enc is before) == skip
+        for name, tensors in stock.items():
+            for mine, want in zip(enc[name], tensors):
+                assert torch.equal(mine, want), name
+
+
 def full_recompute(decoder_forward):
     """A decoder forward that recomputes the whole prefix at every step (no incremental state)."""
 

@@ -3,6 +3,9 @@
 Thin subclasses: only fairseq's ``build_*`` hooks are overridden. The Memsizer settings travel as
 ``cfg.memsizer`` (a :class:`MemsizerOptions`) beside fairseq's ``TransformerConfig``.
 """
+from typing import Dict, List
+
+import torch
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerDecoderBase, TransformerEncoderBase
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
@@ -12,6 +15,7 @@ from fairseq.modules.transformer_layer import (
 )
 
 from ..modules import MemsizerAttention
+from ..modules.memsizer_attention import equal_runs
 
 
 def _with_head_dim(attention: MemsizerAttention) -> MemsizerAttention:
@@ -96,6 +100,25 @@ class MemsizerTransformerEncoder(TransformerEncoderBase):
         if not cfg.memsizer.encoder_use_memsizer:
             return super().build_encoder_layer(cfg)
         return _wrap_layer(MemsizerEncoderLayer(cfg, return_fc=self.return_fc), cfg)
+
+    def reorder_encoder_out(self, encoder_out: Dict[str, List[torch.Tensor]], new_order):
+        """fairseq's reorder, skipped when it would change nothing.
+
+        Beam search gathers the encoder output at every step, although its rows are g copies of
+        each sentence (``rows_per_source``, recorded here when the batch is expanded to beams)
+        and most steps only move rows among the beams of a sentence. Such a reorder returns
+        ``encoder_out`` itself; any other order is gathered as in fairseq.
+        """
+        found = encoder_out.get("rows_per_source", [])
+        rows = int(found[0]) if found else 1
+        sources = torch.div(new_order, rows, rounding_mode="floor")
+        outputs = encoder_out["encoder_out"]
+        if rows > 1 and outputs and len(new_order) == outputs[0].size(1) and torch.equal(
+                sources, torch.arange(len(new_order), device=new_order.device) // rows):
+            return encoder_out
+        reordered = super().reorder_encoder_out(encoder_out, new_order)
+        reordered["rows_per_source"] = [torch.tensor(equal_runs(sources))]
+        return reordered
 
 
 class MemsizerTransformerDecoder(TransformerDecoderBase):

@@ -37,7 +37,7 @@ def _check_positive(name: str, value, kind=int):
         raise ValueError(f"{name} must be a positive {kind.__name__}, got {value!r}")
 
 
-def _equal_runs(labels: Tensor) -> int:
+def equal_runs(labels: Tensor) -> int:
     """``g`` when ``labels`` (``B``) is U runs of g equal values (each run differing from the
     next), else 1."""
     size = labels.numel()
@@ -48,18 +48,17 @@ def _equal_runs(labels: Tensor) -> int:
     return size // runs if torch.equal(grid, grid[:, :1].expand_as(grid)) else 1
 
 
-def _shared_memory(memory: Tensor) -> Tuple[Tensor, int]:
-    """``memory`` (``B x k x d``) as ``U x k x d`` with row b stored once at ``b // g``, when
-    its rows are U runs of g bitwise-equal rows (the beams of one sentence, as SequenceGenerator
-    lays them out); else ``(memory, 1)``."""
-    if memory.size(0) < 2:
-        return memory, 1
-    differs = (memory[1:] != memory[:-1]).flatten(1).any(dim=1)
+def _repeated_sentences(source: Tensor, padding_mask: Optional[Tensor]) -> int:
+    """``g`` when the batch of ``source`` (``S x B x d``) and ``padding_mask`` (``B x S``) is U
+    runs of g bitwise-equal sentences (the beams of one sentence, as SequenceGenerator lays
+    them out), else 1."""
+    if source.size(1) < 2:
+        return 1
+    differs = (source[:, 1:] != source[:, :-1]).any(dim=2).any(dim=0)
+    if padding_mask is not None:
+        differs = differs | (padding_mask[1:] != padding_mask[:-1]).any(dim=1)
     labels = torch.cat([differs.new_zeros(1), differs]).long().cumsum(0)
-    rows = _equal_runs(labels)
-    if rows == 1:
-        return memory, 1
-    return memory[::rows].contiguous(), rows
+    return equal_runs(labels)
 
 
 class MemsizerAttention(nn.Module):
@@ -274,7 +273,12 @@ class MemsizerAttention(nn.Module):
         if memory is None:
             if key is None:
                 raise ValueError("cross-attention state is empty and no source was given")
-            memory, rows = _shared_memory(self.source_memory(key, key_padding_mask))
+            # one memory per sentence, computed from one copy of its source, shared by its beams
+            rows = _repeated_sentences(key, key_padding_mask)
+            if rows > 1:
+                key = key[:, ::rows]
+                key_padding_mask = None if key_padding_mask is None else key_padding_mask[::rows]
+            memory = self.source_memory(key, key_padding_mask)
             self._set_input_buffer(incremental_state, {
                 "memory": memory, "rows_per_memory": torch.tensor(rows, dtype=torch.long),
             })
@@ -354,7 +358,7 @@ class MemsizerAttention(nn.Module):
         one per sentence); any other order copies one memory per row."""
         memory, rows = saved["memory"], int(saved["rows_per_memory"])
         wanted = torch.div(new_order, rows, rounding_mode="floor")
-        new_rows = _equal_runs(wanted)
+        new_rows = equal_runs(wanted)
         if new_rows > 1:
             wanted = wanted[::new_rows]
         if not (wanted.numel() == memory.size(0) and torch.equal(
