@@ -117,6 +117,19 @@ def test_changed_settings_are_refused(translation):
     assert "max_update" in proc.stderr and "--restart" in proc.stderr
 
 
+def test_changed_shared_training_flags_are_refused(translation, tmp_path):
+    work, _ = translation
+    state = state_of(work, "translation")
+    assert state["settings"]["shared_train_flags"]["--lr"] == "0.002"
+    state["settings"]["shared_train_flags"]["--lr"] = "0.5"  # a run made with another schedule
+    os.makedirs(tmp_path / "translation")
+    with open(tmp_path / "translation" / "state.json", "w") as f:
+        json.dump(state, f)
+    proc = run_compare(tmp_path, "--tasks", "translation", "--uptrain")
+    assert proc.returncode == 2
+    assert "--lr 0.5 -> 0.002" in proc.stderr and "--work-dir" in proc.stderr
+
+
 def test_stopped_comparison_resumes(language_model):
     work, returncode, stopped_output, stopped_state, resumed = language_model
     assert returncode == 130, stopped_output[-2000:]

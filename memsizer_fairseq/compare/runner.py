@@ -150,7 +150,10 @@ class Comparison:
         return {"task": self.task.name, "tiny": self.tiny, "raw_dir": self.raw_dir,
                 "max_update": self.max_update, "memsizer_args": self.memsizer_args,
                 "uptrain_updates": self.uptrain_updates if self.uptrain else None,
-                "attention_init": self.attention_init if self.uptrain else None}
+                "attention_init": self.attention_init if self.uptrain else None,
+                "shared_train_flags": {flag: str(value) for flag, value in
+                                       self._shared_flags().items()
+                                       if value is not None and value is not False}}
 
     def _load_state(self) -> Dict:
         if not os.path.isfile(self.state_path):
@@ -181,6 +184,17 @@ class Comparison:
             for stage in ("uptrain", "evaluate:uptrained"):
                 state["stages"].pop(stage, None)
             before = dict(before, uptrain_updates=now["uptrain_updates"])
+        flags_before = before.get("shared_train_flags")
+        if flags_before is not None and flags_before != now["shared_train_flags"]:
+            changed = ", ".join(
+                f"{flag} {flags_before.get(flag, '(unset)')} -> "
+                f"{now['shared_train_flags'].get(flag, '(unset)')}"
+                for flag in sorted(set(flags_before) | set(now["shared_train_flags"]))
+                if flags_before.get(flag) != now["shared_train_flags"].get(flag))
+            raise ValueError(
+                f"{self.work_dir} holds a {self.task.name} comparison trained with other "
+                f"shared flags than this version's ({changed}): use another --work-dir "
+                f"(or --restart)")
         for key, value in now.items():
             if key in before and before[key] is not None and value is not None \
                     and before[key] != value:
@@ -295,12 +309,14 @@ class Comparison:
         data.binarize(self.task, self.spm_dir, self.data_bin, workers=self.threads)
         return data.corpus_stats(self.task, self.spm_dir)
 
+    def _shared_flags(self) -> Args:
+        """The training flags both models get (task, schedule, model size)."""
+        return merge_args(merge_args(self.task.train, self.budget.model), self.budget.train)
+
     def _train_flags(self, name: str, extra: Args = None, max_update: Optional[int] = None
                      ) -> Args:
         budget = self.budget
-        flags = merge_args(self.task.train, budget.model)
-        flags = merge_args(flags, budget.train)
-        flags = merge_args(flags, {
+        flags = merge_args(self._shared_flags(), {
             "--arch": self.task.archs["memsizer" if name == "uptrained" else name],
             "--max-update": max_update or self.max_update,
             "--validate-interval-updates": budget.validate_every,
