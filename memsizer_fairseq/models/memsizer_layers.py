@@ -15,7 +15,7 @@ from fairseq.modules.transformer_layer import (
 )
 
 from ..modules import MemsizerAttention
-from ..modules.memsizer_attention import equal_runs
+from ..modules.memsizer_attention import regroup
 
 
 def _with_head_dim(attention: MemsizerAttention) -> MemsizerAttention:
@@ -111,13 +111,13 @@ class MemsizerTransformerEncoder(TransformerEncoderBase):
         """
         found = encoder_out.get("rows_per_source", [])
         rows = int(found[0]) if found else 1
-        sources = torch.div(new_order, rows, rounding_mode="floor")
+        sentences, new_rows = regroup(new_order, rows)
         outputs = encoder_out["encoder_out"]
-        if rows > 1 and outputs and len(new_order) == outputs[0].size(1) and torch.equal(
-                sources, torch.arange(len(new_order), device=new_order.device) // rows):
+        if rows > 1 and new_rows == rows and outputs and torch.equal(
+                sentences, torch.arange(outputs[0].size(1) // rows, device=new_order.device)):
             return encoder_out
         reordered = super().reorder_encoder_out(encoder_out, new_order)
-        reordered["rows_per_source"] = [torch.tensor(equal_runs(sources))]
+        reordered["rows_per_source"] = [torch.tensor(new_rows)]
         return reordered
 
 

@@ -48,6 +48,15 @@ def equal_runs(labels: Tensor) -> int:
     return size // runs if torch.equal(grid, grid[:, :1].expand_as(grid)) else 1
 
 
+def regroup(new_order: Tensor, rows: int) -> Tuple[Tensor, int]:
+    """Rows that are groups of ``rows`` copies of one sentence (row b of sentence ``b // rows``),
+    reordered by ``new_order``: the sentence of each new group, and the new group size (1 when
+    the new rows do not come in runs of one sentence)."""
+    sentences = torch.div(new_order, rows, rounding_mode="floor")
+    new_rows = equal_runs(sentences)
+    return sentences[::new_rows], new_rows
+
+
 def _repeated_sentences(source: Tensor, padding_mask: Optional[Tensor]) -> int:
     """``g`` when the batch of ``source`` (``S x B x d``) and ``padding_mask`` (``B x S``) is U
     runs of g bitwise-equal sentences (the beams of one sentence, as SequenceGenerator lays
@@ -356,11 +365,8 @@ class MemsizerAttention(nn.Module):
         """Cross-attention: row b reads memory ``b // g``. Beam search only moves rows within a
         sentence's beams (nothing to copy) or drops whole sentences (copy the kept memories,
         one per sentence); any other order copies one memory per row."""
-        memory, rows = saved["memory"], int(saved["rows_per_memory"])
-        wanted = torch.div(new_order, rows, rounding_mode="floor")
-        new_rows = equal_runs(wanted)
-        if new_rows > 1:
-            wanted = wanted[::new_rows]
+        memory = saved["memory"]
+        wanted, new_rows = regroup(new_order, int(saved["rows_per_memory"]))
         if not (wanted.numel() == memory.size(0) and torch.equal(
                 wanted, torch.arange(memory.size(0), device=wanted.device))):
             memory = memory.index_select(0, wanted)
