@@ -39,6 +39,16 @@ _DONE = re.compile(r"done training in ([\d.]+) seconds")
 _JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
 
 
+def _difference(key: str, before, now) -> str:
+    """How a recorded setting differs from this run's (for flag dicts: each changed flag)."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return f"{key} = {before!r}, not {now!r}"
+    changed = ", ".join(f"{flag} {before.get(flag, '(unset)')} -> {now.get(flag, '(unset)')}"
+                        for flag in sorted(set(before) | set(now))
+                        if before.get(flag) != now.get(flag))
+    return f"other {key} than this version's ({changed})"
+
+
 def read_records(log_path: str) -> Dict[str, List[Dict]]:
     """fairseq-train's JSON log records (``train_inner``, ``train``, ``valid``), in order.
 
@@ -184,24 +194,14 @@ class Comparison:
             for stage in ("uptrain", "evaluate:uptrained"):
                 state["stages"].pop(stage, None)
             before = dict(before, uptrain_updates=now["uptrain_updates"])
-        flags_before = before.get("shared_train_flags")
-        if flags_before is not None and flags_before != now["shared_train_flags"]:
-            changed = ", ".join(
-                f"{flag} {flags_before.get(flag, '(unset)')} -> "
-                f"{now['shared_train_flags'].get(flag, '(unset)')}"
-                for flag in sorted(set(flags_before) | set(now["shared_train_flags"]))
-                if flags_before.get(flag) != now["shared_train_flags"].get(flag))
+        differences = [_difference(key, before[key], value) for key, value in now.items()
+                       if before.get(key) is not None and value is not None
+                       and before[key] != value]
+        if differences:
             raise ValueError(
-                f"{self.work_dir} holds a {self.task.name} comparison trained with other "
-                f"shared flags than this version's ({changed}): use another --work-dir "
-                f"(or --restart)")
-        for key, value in now.items():
-            if key in before and before[key] is not None and value is not None \
-                    and before[key] != value:
-                raise ValueError(
-                    f"{self.work_dir} holds a {self.task.name} comparison run with {key} = "
-                    f"{before[key]!r}, not {value!r}: rerun with the same settings to resume it, "
-                    f"or use another --work-dir (or --restart)")
+                f"{self.work_dir} holds a {self.task.name} comparison run with "
+                f"{'; '.join(differences)}: rerun with the same settings to resume it, or use "
+                f"another --work-dir (or --restart)")
         state["settings"] = {**before, **{k: v for k, v in now.items() if v is not None}}
         return state
 
