@@ -188,6 +188,8 @@ def test_bad_memsizer_flags_are_refused(dict_dir):
         tasks.setup_task(args).build_model(args)
     with pytest.raises(SystemExit):
         parse_cli(dict_dir, "--arch", "memsizer_lm", "--causal-proj-dim", "0")
+    with pytest.raises(ValueError, match="--cross-attention has no meaning"):
+        make_lm(cross_attention="softmax")
 
 
 # -- 2. the causal training forms against the definition and the reference ---------------------

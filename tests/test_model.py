@@ -95,6 +95,45 @@ def test_unsupported_transformer_options_are_refused(data_dir):
         build_translation_model(data_dir, "memsizer_transformer_tiny", ["--cross-self-attention"])
 
 
+@pytest.mark.parametrize("mode, kinds", [
+    ("softmax", ["softmax", "softmax"]),
+    ("memsizer,softmax", ["memsizer", "softmax"]),
+    ("softmax,memsizer", ["softmax", "memsizer"]),
+])
+def test_cross_attention_softmax_builds_fairseqs_attention(data_dir, mode, kinds):
+    from fairseq.modules import MultiheadAttention
+
+    model, _, args, cfg = build_translation_model(
+        data_dir, "memsizer_transformer_tiny", SMALL + ["--cross-attention", mode])
+    assert cfg.model.cross_attention == mode
+    for layer, kind in zip(model.decoder.layers, kinds):
+        assert isinstance(layer.self_attn, MemsizerAttention) and layer.self_attn.causal
+        wanted = MultiheadAttention if kind == "softmax" else MemsizerAttention
+        assert type(layer.encoder_attn) is wanted
+        assert layer.encoder_attn.encoder_decoder_attention
+
+
+def test_cross_attention_defaults_to_memsizer(data_dir):
+    _, _, args, cfg = build_translation_model(data_dir, "memsizer_transformer_tiny", SMALL)
+    assert args.cross_attention == cfg.model.cross_attention == "memsizer"
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("memsizer,softmax,softmax", "--cross-attention names 3 layers"),
+    ("softmax,", "--cross-attention"),
+])
+def test_bad_cross_attention_modes_are_refused_naming_the_flag(data_dir, mode, message, capsys):
+    try:
+        build_translation_model(data_dir, "memsizer_transformer_tiny",
+                                SMALL + ["--cross-attention", mode])
+    except SystemExit:
+        assert message in capsys.readouterr().err
+    except ValueError as error:
+        assert message in str(error)
+    else:
+        raise AssertionError(f"--cross-attention {mode} was accepted")
+
+
 def small_model(data_dir, extra=()):
     model, task, _, _ = build_translation_model(
         data_dir, "memsizer_transformer_tiny", SMALL + ["--dropout", "0"] + list(extra)
@@ -113,6 +152,9 @@ def random_batch(task, bsz=4, src_len=7, tgt_len=6):
     return src, lengths, prev
 
 
+CROSS_MODES = ["memsizer", "softmax", "softmax,memsizer"]
+
+
 @pytest.mark.parametrize("encoder_memsizer", [False, True])
 def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsizer):
     model, task = small_model(data_dir, ["--encoder-use-memsizer"] if encoder_memsizer else [])
@@ -124,8 +166,39 @@ def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsiz
         for t in range(3):
             step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
             torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
-        # reorder as SequenceGenerator does: within beams, then after dropping sentences
+        # Memsizer's state follows any reorder, also across sentences
         for order in (torch.tensor([1, 1, 3, 2]), torch.tensor([0, 3])):
+            model.decoder.reorder_incremental_state_scripting(state, order)
+            enc = model.encoder.reorder_encoder_out(enc, order)
+            prev, src, lengths = prev[order], src[order], lengths[order]
+        full, _ = model.decoder(prev, encoder_out=model.encoder(src, src_lengths=lengths))
+        for t in range(3, prev.size(1)):
+            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
+
+
+CROSS_MODES = ["memsizer", "softmax", "softmax,memsizer"]
+
+
+@pytest.mark.parametrize("cross", CROSS_MODES)
+def test_decoder_steps_equal_full_pass_through_beam_reorders(data_dir, cross):
+    """As SequenceGenerator runs it: sentences expanded to beams, rows moved within a sentence's
+    beams, finished sentences dropped (fairseq's softmax cross-attention relies on that)."""
+    model, task = small_model(data_dir, ["--cross-attention", cross])
+    src, lengths, prev = random_batch(task, bsz=3)
+    beams = torch.arange(3).repeat_interleave(2)
+    prev = torch.randint(task.target_dictionary.nspecial, len(task.target_dictionary), (6, 6))
+    prev[:, 0] = task.target_dictionary.eos()
+    with torch.no_grad():
+        enc = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths=lengths), beams)
+        src, lengths = src[beams], lengths[beams]
+        full, _ = model.decoder(prev, encoder_out=enc)
+        state = {}
+        for t in range(3):
+            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
+        for order in (torch.tensor([1, 1, 2, 3, 5, 4]), torch.tensor([0, 1, 4, 5]),
+                      torch.tensor([1, 0, 3, 3])):
             model.decoder.reorder_incremental_state_scripting(state, order)
             enc = model.encoder.reorder_encoder_out(enc, order)
             prev, src, lengths = prev[order], src[order], lengths[order]
@@ -168,8 +241,9 @@ def full_recompute(decoder_forward):
     return forward
 
 
-def test_beam_search_equals_search_without_incremental_state(data_dir):
-    model, task = small_model(data_dir)
+@pytest.mark.parametrize("cross", CROSS_MODES)
+def test_beam_search_equals_search_without_incremental_state(data_dir, cross):
+    model, task = small_model(data_dir, ["--cross-attention", cross])
     src, lengths, _ = random_batch(task, bsz=4)
     sample = {"net_input": {"src_tokens": src, "src_lengths": lengths}}
     generator = SequenceGenerator([model], task.target_dictionary, beam_size=4, max_len_b=10)

@@ -8,6 +8,7 @@ from typing import Dict, List
 import torch
 from fairseq.distributed import fsdp_wrap
 from fairseq.models.transformer import TransformerDecoderBase, TransformerEncoderBase
+from fairseq.modules import MultiheadAttention
 from fairseq.modules.checkpoint_activations import checkpoint_wrapper
 from fairseq.modules.transformer_layer import (
     TransformerDecoderLayerBase,
@@ -54,10 +55,13 @@ class MemsizerEncoderLayer(TransformerEncoderLayerBase):
 
 
 class MemsizerDecoderLayer(TransformerDecoderLayerBase):
-    """Decoder layer with causal Memsizer self-attention and Memsizer cross-attention."""
+    """Decoder layer with causal Memsizer self-attention, and Memsizer cross-attention or
+    (``cross_attention="softmax"``) fairseq's softmax encoder-decoder attention."""
 
-    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False):
+    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False,
+                 cross_attention="memsizer"):
         self.memsizer = cfg.memsizer
+        self.cross_attention = cross_attention
         super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
 
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
@@ -78,6 +82,8 @@ class MemsizerDecoderLayer(TransformerDecoderLayerBase):
         )
 
     def build_encoder_attention(self, embed_dim, cfg):
+        if self.cross_attention == "softmax":
+            return super().build_encoder_attention(embed_dim, cfg)
         return _with_head_dim(
             MemsizerAttention(
                 embed_dim,
@@ -127,7 +133,11 @@ class MemsizerTransformerDecoder(TransformerDecoderBase):
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         if not cfg.memsizer.decoder_use_memsizer:
             return super().build_decoder_layer(cfg, no_encoder_attn)
-        return _wrap_layer(MemsizerDecoderLayer(cfg, no_encoder_attn), cfg)
+        # fairseq builds the layers in order without passing their index
+        index = getattr(self, "_layers_built", 0)
+        self._layers_built = index + 1
+        cross = cfg.memsizer.cross_attention_of(index, cfg.decoder.layers)
+        return _wrap_layer(MemsizerDecoderLayer(cfg, no_encoder_attn, cross_attention=cross), cfg)
 
     def buffered_future_mask(self, tensor):
         """No ``T x T`` future mask for Memsizer layers: causality is part of the causal read.
@@ -141,9 +151,12 @@ class MemsizerTransformerDecoder(TransformerDecoderBase):
         return super().buffered_future_mask(tensor)
 
     def incremental_state_bytes(self, incremental_state) -> int:
-        """Bytes of Memsizer state held for this decoder in ``incremental_state``."""
+        """Bytes of attention state (Memsizer and softmax) this decoder holds in
+        ``incremental_state``."""
         return sum(
-            module.state_bytes(incremental_state)
+            value.numel() * value.element_size()
             for module in self.modules()
-            if isinstance(module, MemsizerAttention)
+            if isinstance(module, (MemsizerAttention, MultiheadAttention))
+            for value in module._get_input_buffer(incremental_state).values()
+            if value is not None
         )

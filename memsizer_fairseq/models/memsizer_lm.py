@@ -54,6 +54,9 @@ def validate_memsizer_lm_args(args) -> MemsizerOptions:
     if options.decoder_use_memsizer:
         check_heads_divide_width(args, "decoder")
         reject_unsupported(args, "language model")
+    if options.cross_attention != ("memsizer",):
+        raise ValueError("--cross-attention has no meaning for a language model (it has no "
+                         "cross-attention)")
     return options
 
 

@@ -7,6 +7,7 @@ Architecture functions fill the unset values with :func:`fill_memsizer_defaults`
 """
 import argparse
 from dataclasses import dataclass, fields
+from typing import Tuple
 
 # The paper's machine-translation setting (SPEC: decoder self k=4, cross k=32, scales 8 and 8).
 MT_DEFAULTS = dict(
@@ -15,6 +16,7 @@ MT_DEFAULTS = dict(
     decoder_use_memsizer=True,
     causal_proj_dim=4,
     cross_proj_dim=32,
+    cross_attention="memsizer",
     encoder_proj_dim=None,  # falls back to cross_proj_dim
     q_init_scale=8.0,
     kv_init_scale=8.0,
@@ -56,6 +58,19 @@ def positive_float(value) -> float:
     return number
 
 
+CROSS_ATTENTION_KINDS = ("memsizer", "softmax")
+
+
+def cross_attention_mode(value) -> str:
+    """``memsizer``, ``softmax``, or one of them per decoder layer, comma-separated."""
+    kinds = [kind.strip() for kind in str(value).split(",")]
+    if not kinds or any(kind not in CROSS_ATTENTION_KINDS for kind in kinds):
+        raise argparse.ArgumentTypeError(
+            f"expected {' or '.join(CROSS_ATTENTION_KINDS)}, or one of them per decoder layer "
+            f"separated by commas, got {value!r}")
+    return ",".join(kinds)
+
+
 def add_memsizer_args(parser):
     """Add Memsizer's flags (no defaults: presets fill them)."""
     group = parser.add_argument_group("Memsizer")
@@ -70,6 +85,11 @@ def add_memsizer_args(parser):
                        help="memory slots k of causal (decoder/LM) self-attention")
     group.add_argument("--cross-proj-dim", type=positive_int, metavar="K",
                        help="memory slots k of cross-attention")
+    group.add_argument("--cross-attention", type=cross_attention_mode, metavar="MODE",
+                       help="cross-attention of Memsizer decoder layers: memsizer (the paper's), "
+                            "softmax (fairseq's encoder-decoder attention; the decoder "
+                            "self-attention stays Memsizer), or one per decoder layer, e.g. "
+                            "memsizer,memsizer,softmax")
     group.add_argument("--encoder-proj-dim", type=positive_int, metavar="K",
                        help="memory slots k of encoder self-attention (default: --cross-proj-dim)")
     group.add_argument("--q-init-scale", type=positive_float, metavar="S",
@@ -87,6 +107,13 @@ def fill_memsizer_defaults(args, defaults=MT_DEFAULTS):
             setattr(args, name, value)
 
 
+def _cross_attention_kinds(value) -> Tuple[str, ...]:
+    try:
+        return tuple(cross_attention_mode(value or "memsizer").split(","))
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"--cross-attention: {error}") from None
+
+
 @dataclass(frozen=True)
 class MemsizerOptions:
     """The resolved Memsizer settings a model is built with."""
@@ -99,6 +126,7 @@ class MemsizerOptions:
     q_init_scale: float
     kv_init_scale: float
     block_size: int
+    cross_attention: Tuple[str, ...] = ("memsizer",)
 
     @classmethod
     def from_namespace(cls, args) -> "MemsizerOptions":
@@ -115,6 +143,7 @@ class MemsizerOptions:
             q_init_scale=getattr(args, "q_init_scale", None),
             kv_init_scale=getattr(args, "kv_init_scale", None),
             block_size=getattr(args, "memsizer_block_size", None) or 64,
+            cross_attention=_cross_attention_kinds(getattr(args, "cross_attention", None)),
         )
         options.validate()
         return options
@@ -140,6 +169,17 @@ class MemsizerOptions:
                 flag = "--" + flag_names.get(name, name).replace("_", "-")
                 noun = "integer" if kind is int else "number"
                 raise ValueError(f"{flag} must be a positive {noun}, got {value!r}")
+
+    def cross_attention_of(self, layer: int, layers: int) -> str:
+        """The cross-attention kind of decoder layer ``layer`` (0-based) of ``layers``."""
+        if len(self.cross_attention) == 1:
+            return self.cross_attention[0]
+        if len(self.cross_attention) != layers:
+            raise ValueError(
+                f"--cross-attention names {len(self.cross_attention)} layers "
+                f"({','.join(self.cross_attention)}) but the decoder has {layers} "
+                f"(--decoder-layers): give one kind, or one per layer")
+        return self.cross_attention[layer]
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}

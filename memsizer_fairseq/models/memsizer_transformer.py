@@ -45,6 +45,7 @@ def validate_memsizer_transformer_args(args) -> MemsizerOptions:
     if options.decoder_use_memsizer:
         check_heads_divide_width(args, "decoder")
         reject_unsupported(args, "decoder")
+        options.cross_attention_of(0, getattr(args, "decoder_layers", None) or 1)
     return options
 
 
