@@ -134,6 +134,25 @@ def test_bad_cross_attention_modes_are_refused_naming_the_flag(data_dir, mode, m
         raise AssertionError(f"--cross-attention {mode} was accepted")
 
 
+def test_read_init_gain_sqrt_k_resolves_per_layer_and_defaults_to_the_papers(data_dir):
+    model, *_ = build_translation_model(data_dir, "memsizer_transformer_tiny", SMALL)
+    layer = model.decoder.layers[0]
+    assert torch.all(layer.self_attn.r_norm.weight == 1.0)
+    assert torch.all(layer.encoder_attn.r_norm.weight == 1.0)
+    model, *_ = build_translation_model(
+        data_dir, "memsizer_transformer_tiny", SMALL + ["--read-init-gain", "sqrt-k"])
+    layer = model.decoder.layers[1]
+    torch.testing.assert_close(layer.self_attn.r_norm.weight,
+                               torch.full((16,), 2.0))  # 4 causal slots
+    torch.testing.assert_close(layer.encoder_attn.r_norm.weight, torch.full((16,), 32 ** 0.5))
+
+
+def test_bad_read_init_gain_fails_naming_the_flag(data_dir, capsys):
+    with pytest.raises(SystemExit):
+        parse_translation_args(data_dir, "memsizer_transformer_tiny", ["--read-init-gain", "0"])
+    assert "--read-init-gain" in capsys.readouterr().err
+
+
 def small_model(data_dir, extra=()):
     model, task, _, _ = build_translation_model(
         data_dir, "memsizer_transformer_tiny", SMALL + ["--dropout", "0"] + list(extra)

@@ -48,8 +48,7 @@ class MemsizerEncoderLayer(TransformerEncoderLayerBase):
                 self.memsizer.encoder_proj_dim,
                 self_attention=True,
                 dropout=cfg.attention_dropout,
-                q_init_scale=self.memsizer.q_init_scale,
-                kv_init_scale=self.memsizer.kv_init_scale,
+                **self.memsizer.attention_kwargs(self.memsizer.encoder_proj_dim),
             )
         )
 
@@ -75,9 +74,8 @@ class MemsizerDecoderLayer(TransformerDecoderLayerBase):
                 causal=True,
                 self_attention=True,
                 dropout=cfg.attention_dropout,
-                q_init_scale=self.memsizer.q_init_scale,
-                kv_init_scale=self.memsizer.kv_init_scale,
                 block_size=self.memsizer.block_size,
+                **self.memsizer.attention_kwargs(self.memsizer.causal_proj_dim),
             )
         )
 
@@ -93,8 +91,7 @@ class MemsizerDecoderLayer(TransformerDecoderLayerBase):
                 self_attention=False,
                 encoder_decoder_attention=True,
                 dropout=cfg.attention_dropout,
-                q_init_scale=self.memsizer.q_init_scale,
-                kv_init_scale=self.memsizer.kv_init_scale,
+                **self.memsizer.attention_kwargs(self.memsizer.cross_proj_dim),
             )
         )
 

@@ -7,7 +7,7 @@ Architecture functions fill the unset values with :func:`fill_memsizer_defaults`
 """
 import argparse
 from dataclasses import dataclass, fields
-from typing import Tuple
+from typing import Tuple, Union
 
 # The paper's machine-translation setting (SPEC: decoder self k=4, cross k=32, scales 8 and 8).
 MT_DEFAULTS = dict(
@@ -20,6 +20,7 @@ MT_DEFAULTS = dict(
     encoder_proj_dim=None,  # falls back to cross_proj_dim
     q_init_scale=8.0,
     kv_init_scale=8.0,
+    read_init_gain=1.0,
     memsizer_block_size=64,
 )
 
@@ -71,6 +72,16 @@ def cross_attention_mode(value) -> str:
     return ",".join(kinds)
 
 
+def read_init_gain(value):
+    """A positive number, or ``sqrt-k`` (the square root of each layer's slot count)."""
+    if str(value).strip().lower() == "sqrt-k":
+        return "sqrt-k"
+    try:
+        return positive_float(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or sqrt-k, got {value!r}")
+
+
 def add_memsizer_args(parser):
     """Add Memsizer's flags (no defaults: presets fill them)."""
     group = parser.add_argument_group("Memsizer")
@@ -96,6 +107,10 @@ def add_memsizer_args(parser):
                        help="Xavier gain S^(-1/2) for the slot-logit projection Phi")
     group.add_argument("--kv-init-scale", type=positive_float, metavar="S",
                        help="Xavier gain S^(-1/2) for the value projections W_l and W_r")
+    group.add_argument("--read-init-gain", type=read_init_gain, metavar="G",
+                       help="beyond the paper: initial weight of the LayerNorm of the values r "
+                            "(the paper's: 1); sqrt-k gives each layer sqrt(its slots), so the "
+                            "read's initial output scale no longer shrinks with k")
     group.add_argument("--memsizer-block-size", type=positive_int, metavar="C",
                        help="block length of the linear-time causal training path")
 
@@ -114,6 +129,13 @@ def _cross_attention_kinds(value) -> Tuple[str, ...]:
         raise ValueError(f"--cross-attention: {error}") from None
 
 
+def _read_init_gain(value):
+    try:
+        return 1.0 if value is None else read_init_gain(value)
+    except argparse.ArgumentTypeError as error:
+        raise ValueError(f"--read-init-gain: {error}") from None
+
+
 @dataclass(frozen=True)
 class MemsizerOptions:
     """The resolved Memsizer settings a model is built with."""
@@ -127,6 +149,7 @@ class MemsizerOptions:
     kv_init_scale: float
     block_size: int
     cross_attention: Tuple[str, ...] = ("memsizer",)
+    read_init_gain: Union[float, str] = 1.0
 
     @classmethod
     def from_namespace(cls, args) -> "MemsizerOptions":
@@ -144,6 +167,7 @@ class MemsizerOptions:
             kv_init_scale=getattr(args, "kv_init_scale", None),
             block_size=getattr(args, "memsizer_block_size", None) or 64,
             cross_attention=_cross_attention_kinds(getattr(args, "cross_attention", None)),
+            read_init_gain=_read_init_gain(getattr(args, "read_init_gain", None)),
         )
         options.validate()
         return options
@@ -180,6 +204,12 @@ class MemsizerOptions:
                 f"({','.join(self.cross_attention)}) but the decoder has {layers} "
                 f"(--decoder-layers): give one kind, or one per layer")
         return self.cross_attention[layer]
+
+    def attention_kwargs(self, slots: int) -> dict:
+        """The initialisation arguments of a :class:`MemsizerAttention` with ``slots`` slots."""
+        gain = slots ** 0.5 if self.read_init_gain == "sqrt-k" else self.read_init_gain
+        return dict(q_init_scale=self.q_init_scale, kv_init_scale=self.kv_init_scale,
+                    read_init_gain=gain)
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}

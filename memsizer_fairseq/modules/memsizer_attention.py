@@ -86,6 +86,10 @@ class MemsizerAttention(nn.Module):
             computes the source memory once per sentence during incremental decoding.
         dropout: attention dropout on the slot distribution.
         q_init_scale / kv_init_scale: Xavier gain ``scale^(-1/2)`` for ``Phi`` / ``W_l, W_r``.
+        read_init_gain: initial weight of the LayerNorm of ``r`` (1 in the paper). With the
+            paper's initialisation ``a(z)`` is near-uniform and each ``l_j`` sums to zero over
+            the slots, so the read ``a(z) M`` shrinks like ``1 / sqrt(k h)``; ``sqrt(k)`` makes
+            its initial scale independent of the slot count.
     """
 
     causal_read_fn = None
@@ -103,6 +107,7 @@ class MemsizerAttention(nn.Module):
         dropout: float = 0.0,
         q_init_scale: float = 1.0,
         kv_init_scale: float = 1.0,
+        read_init_gain: float = 1.0,
         block_size: int = DEFAULT_BLOCK_SIZE,
         quadratic_max_len: int = DEFAULT_QUADRATIC_MAX_LEN,
     ):
@@ -112,6 +117,7 @@ class MemsizerAttention(nn.Module):
         _check_positive("num_slots", num_slots)
         _check_positive("q_init_scale", q_init_scale, float)
         _check_positive("kv_init_scale", kv_init_scale, float)
+        _check_positive("read_init_gain", read_init_gain, float)
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {dropout!r}")
         if causal and not self_attention:
@@ -128,6 +134,7 @@ class MemsizerAttention(nn.Module):
         self.dropout = dropout
         self.q_init_scale = float(q_init_scale)
         self.kv_init_scale = float(kv_init_scale)
+        self.read_init_gain = float(read_init_gain)
         self.block_size = block_size
         self.quadratic_max_len = quadratic_max_len
 
@@ -147,6 +154,7 @@ class MemsizerAttention(nn.Module):
             nn.init.zeros_(linear.bias)
         self.l_norm.reset_parameters()
         self.r_norm.reset_parameters()
+        nn.init.constant_(self.r_norm.weight, self.read_init_gain)
 
     def train(self, mode: bool = True):
         self._fused_cache = None
