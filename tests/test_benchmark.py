@@ -21,7 +21,8 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
     assert sections == {"decode", "beam", "train"}
     kinds = {(row["section"], row["kind"]) for row in result["rows"]}
     assert {("decode", "memsizer"), ("decode", "transformer"), ("decode", "no-attention"),
-            ("beam", "memsizer"), ("beam", "transformer"), ("train", "memsizer"),
+            ("beam", "memsizer"), ("beam", "memsizer-softmax-cross"), ("beam", "transformer"),
+            ("train", "memsizer"),
             ("train", "transformer"), ("train", "memsizer-authors")} <= kinds
     for row in result["rows"]:
         assert row["time"]["min"] > 0 and row["time"]["n"] == result["config"]["repeats"]
@@ -31,10 +32,15 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
             assert (row["state_bytes_per_sentence"] > 0) == (row["kind"] != "no-attention")
         if row["section"] == "beam":
             assert row["tokens_per_second"] > 0 and row["sentences_per_second"] > 0
+            assert row["state_bytes_per_sentence"] > 0
     decode = {(r["kind"], r["prefix_len"]): r for r in result["rows"] if r["section"] == "decode"}
     # Memsizer's state does not grow with the prefix; softmax attention's cache does.
     assert decode[("memsizer", 16)]["state_bytes_per_sentence"] == decode[("memsizer", 64)]["state_bytes_per_sentence"]
     assert decode[("transformer", 64)]["state_bytes_per_sentence"] > decode[("transformer", 16)]["state_bytes_per_sentence"]
+    beam = {(r["kind"], r["batch"]): r["state_bytes_per_sentence"] for r in result["rows"]
+            if r["section"] == "beam"}
+    # softmax cross-attention caches every source position of every beam
+    assert beam[("memsizer-softmax-cross", 1)] > beam[("memsizer", 1)]
     for name in ("benchmark.md", "decode.png", "beam.png", "train.png"):
         assert (out / name).stat().st_size > 0
     assert "Incremental decoding" in proc.stdout

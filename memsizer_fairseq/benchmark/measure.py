@@ -126,12 +126,35 @@ def beam_search_time(model, src_len: int, out_len: int, batch: int, beam: int, d
     )
     reset_peak(device)
     seconds = timed(lambda: generator.forward(sample), device)
+    peak = peak_bytes(device)
     return {
         "seconds": seconds,
         "sentences_per_second": batch / seconds,
         "tokens_per_second": batch * out_len / seconds,
-        "peak_bytes": peak_bytes(device),
+        "peak_bytes": peak,
+        "state_bytes_per_sentence": _largest_state_bytes(generator, sample) / batch,
     }
+
+
+def _largest_state_bytes(generator: SequenceGenerator, sample: Dict) -> int:
+    """The largest incremental state (all beams of the batch) seen by the decoder during one
+    more ``generator.forward`` (untimed: the decoder is wrapped to look at its state)."""
+    decoder = generator.model.single_model.decoder
+    largest = [0]
+    forward = decoder.forward
+
+    def looking(*args, incremental_state=None, **kwargs):
+        out = forward(*args, incremental_state=incremental_state, **kwargs)
+        if incremental_state is not None:
+            largest[0] = max(largest[0], incremental_state_bytes(incremental_state))
+        return out
+
+    decoder.forward = looking
+    try:
+        generator.forward(sample)
+    finally:
+        del decoder.forward
+    return largest[0]
 
 
 def train_step_time(model, seq_len: int, batch: int, device) -> Dict:

@@ -44,20 +44,28 @@ def decode_table(rows: List[Dict]) -> List[str]:
 
 
 def beam_table(rows: List[Dict]) -> List[str]:
+    kinds = ("memsizer", "memsizer-softmax-cross", "transformer")
     out = [
-        "| output length | batch | memsizer sent/s | transformer sent/s | memsizer tok/s "
-        "| transformer tok/s | speed-up | peak MiB memsizer / transformer |",
-        "|---|---|---|---|---|---|---|---|",
+        "| output length | batch | sent/s: " + " / ".join(kinds) + " | speed-up over transformer: "
+        "memsizer / memsizer-softmax-cross | state KiB per sentence: " + " / ".join(kinds)
+        + " | peak MiB: " + " / ".join(kinds) + " |",
+        "|---|---|---|---|---|---|",
     ]
     keys = sorted({(r["out_len"], r["batch"]) for r in rows if r["section"] == "beam"})
     for out_len, batch in keys:
-        m = _find(rows, section="beam", kind="memsizer", out_len=out_len, batch=batch)
-        t = _find(rows, section="beam", kind="transformer", out_len=out_len, batch=batch)
+        found = [_find(rows, section="beam", kind=kind, out_len=out_len, batch=batch)
+                 for kind in kinds]
+        if any(row is None for row in found):
+            continue
+        *memsizers, t = found
+        state = " / ".join(
+            "n/a" if row.get("state_bytes_per_sentence") is None
+            else f"{row['state_bytes_per_sentence'] / 2**10:.0f}" for row in found)
         out.append(
-            f"| {out_len} | {batch} | {m['sentences_per_second']:.2f} "
-            f"| {t['sentences_per_second']:.2f} | {m['tokens_per_second']:.1f} "
-            f"| {t['tokens_per_second']:.1f} | {_ratio(_t(t), _t(m)):.2f}x "
-            f"| {_mib(m.get('peak_bytes'))} / {_mib(t.get('peak_bytes'))} |"
+            f"| {out_len} | {batch} | "
+            + " / ".join(f"{row['sentences_per_second']:.2f}" for row in found)
+            + " | " + " / ".join(f"{_ratio(_t(t), _t(m)):.2f}x" for m in memsizers)
+            + f" | {state} | " + " / ".join(_mib(row.get("peak_bytes")) for row in found) + " |"
         )
     return out
 
@@ -171,7 +179,8 @@ def plots(result: Dict, out_dir: str) -> List[str]:
     if any(r["section"] == "beam" for r in rows):
         fig, ax = plt.subplots(figsize=(6, 4))
         for batch in sorted({r["batch"] for r in rows if r["section"] == "beam"}):
-            for kind, style in (("memsizer", "-"), ("transformer", "--")):
+            for kind, style in (("memsizer", "-"), ("memsizer-softmax-cross", ":"),
+                                ("transformer", "--")):
                 pts = sorted((r["out_len"], r["tokens_per_second"]) for r in rows
                              if r["section"] == "beam" and r["kind"] == kind and r["batch"] == batch)
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=f"{kind}, batch {batch}")

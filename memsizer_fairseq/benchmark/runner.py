@@ -30,10 +30,18 @@ def lm_model(kind: str, cfg: Dict, max_positions: int):
     return _place(model, cfg)
 
 
+# beam search: kind -> (--arch, extra flags)
+SEQ2SEQ_KINDS = {
+    "memsizer": ("memsizer_transformer", []),
+    "memsizer-softmax-cross": ("memsizer_transformer", ["--cross-attention", "softmax"]),
+    "transformer": ("transformer", []),
+}
+
+
 def seq2seq_model(kind: str, cfg: Dict, max_positions: int):
     dictionary = make_dictionary(cfg["vocab"])
-    arch = "transformer" if kind == "transformer" else "memsizer_transformer"
-    flags = seq2seq_flags(cfg["dim"], cfg["layers"], cfg["heads"], max_positions)
+    arch, extra = SEQ2SEQ_KINDS[kind]
+    flags = seq2seq_flags(cfg["dim"], cfg["layers"], cfg["heads"], max_positions) + extra
     return _place(build(arch, dictionary, flags), cfg)
 
 
@@ -69,7 +77,7 @@ def jobs_for(cfg: Dict) -> List[Dict]:
     if "beam" in cfg["sections"]:
         for out_len in cfg["out_lengths"]:
             for batch in cfg["beam_batches"]:
-                for kind in ("memsizer", "transformer"):
+                for kind in SEQ2SEQ_KINDS:
                     jobs.append(dict(section="beam", kind=kind, out_len=out_len, batch=batch))
     if "train" in cfg["sections"]:
         for seq_len in cfg["train_lengths"]:
