@@ -101,14 +101,14 @@ def test_unsupported_transformer_options_are_refused(data_dir):
     ("softmax,memsizer", ["softmax", "memsizer"]),
 ])
 def test_cross_attention_softmax_builds_fairseqs_attention(data_dir, mode, kinds):
-    from fairseq.modules import MultiheadAttention
+    from memsizer_fairseq.models.shared_source_attention import SharedSourceAttention
 
     model, _, args, cfg = build_translation_model(
         data_dir, "memsizer_transformer_tiny", SMALL + ["--cross-attention", mode])
     assert cfg.model.cross_attention == mode
     for layer, kind in zip(model.decoder.layers, kinds):
         assert isinstance(layer.self_attn, MemsizerAttention) and layer.self_attn.causal
-        wanted = MultiheadAttention if kind == "softmax" else MemsizerAttention
+        wanted = SharedSourceAttention if kind == "softmax" else MemsizerAttention
         assert type(layer.encoder_attn) is wanted
         assert layer.encoder_attn.encoder_decoder_attention
 
@@ -174,9 +174,11 @@ def random_batch(task, bsz=4, src_len=7, tgt_len=6):
 CROSS_MODES = ["memsizer", "softmax", "softmax,memsizer"]
 
 
-@pytest.mark.parametrize("encoder_memsizer", [False, True])
-def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsizer):
-    model, task = small_model(data_dir, ["--encoder-use-memsizer"] if encoder_memsizer else [])
+@pytest.mark.parametrize("encoder_memsizer, cross", [(False, "memsizer"), (True, "memsizer"),
+                                                     (False, "softmax,memsizer")])
+def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsizer, cross):
+    model, task = small_model(data_dir, ["--cross-attention", cross] + (
+        ["--encoder-use-memsizer"] if encoder_memsizer else []))
     src, lengths, prev = random_batch(task)
     with torch.no_grad():
         enc = model.encoder(src, src_lengths=lengths)
@@ -185,7 +187,7 @@ def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsiz
         for t in range(3):
             step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
             torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
-        # Memsizer's state follows any reorder, also across sentences
+        # the state follows any reorder, also across sentences
         for order in (torch.tensor([1, 1, 3, 2]), torch.tensor([0, 3])):
             model.decoder.reorder_incremental_state_scripting(state, order)
             enc = model.encoder.reorder_encoder_out(enc, order)
@@ -276,3 +278,42 @@ def test_beam_search_equals_search_without_incremental_state(data_dir, cross):
         for a, b in zip(hyps_fast, hyps_slow):
             assert torch.equal(a["tokens"], b["tokens"])
             torch.testing.assert_close(a["score"], b["score"], rtol=1e-6, atol=1e-6)
+
+
+def test_softmax_cross_attention_caches_one_source_per_sentence_through_reorders():
+    from fairseq.modules import MultiheadAttention
+
+    from memsizer_fairseq.models.shared_source_attention import SharedSourceAttention
+
+    torch.manual_seed(0)
+    shared = SharedSourceAttention(8, 2, kdim=6, vdim=6, encoder_decoder_attention=True).double()
+    plain = MultiheadAttention(8, 2, kdim=6, vdim=6, encoder_decoder_attention=True).double()
+    plain.load_state_dict(shared.state_dict())
+    beam = 3
+    src = torch.randn(5, 3, 6, dtype=torch.float64).repeat_interleave(beam, dim=1)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[1, :2] = True
+    pad = pad.repeat_interleave(beam, dim=0)
+
+    def step(state, rows):
+        query = torch.randn(1, rows, 8, dtype=torch.float64)
+        got, _ = shared(query, src, src, key_padding_mask=pad, incremental_state=state,
+                        static_kv=True)
+        want, _ = plain(query, src, src, key_padding_mask=pad, static_kv=True)
+        torch.testing.assert_close(got, want, **TOL)
+
+    state = {}
+    step(state, 9)
+    cache = shared._get_input_buffer(state)["prev_key"]
+    assert cache.shape == (3, 2, 5, 4)  # one copy of each source, shared by its beams
+    step(state, 9)
+    # within each sentence's beams: nothing copied
+    shared.reorder_incremental_state(state, torch.tensor([2, 2, 0, 4, 3, 3, 8, 6, 7]))
+    assert shared._get_input_buffer(state)["prev_key"].data_ptr() == cache.data_ptr()
+    for order, cached in (([3, 4, 5, 0, 1, 2, 6, 7, 8], 3), ([3, 4, 5, 6, 7, 8], 2),
+                          ([0, 3, 1, 4], 4), ([1, 2], 2), ([1, 1], 1)):
+        order = torch.tensor(order)
+        shared.reorder_incremental_state(state, order)
+        src, pad = src[:, order], pad[order]
+        step(state, len(order))
+        assert shared._get_input_buffer(state)["prev_key"].size(0) == cached

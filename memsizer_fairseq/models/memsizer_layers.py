@@ -17,6 +17,7 @@ from fairseq.modules.transformer_layer import (
 
 from ..modules import MemsizerAttention
 from ..modules.memsizer_attention import regroup
+from .shared_source_attention import SharedSourceAttention
 
 
 def _with_head_dim(attention: MemsizerAttention) -> MemsizerAttention:
@@ -81,7 +82,18 @@ class MemsizerDecoderLayer(TransformerDecoderLayerBase):
 
     def build_encoder_attention(self, embed_dim, cfg):
         if self.cross_attention == "softmax":
-            return super().build_encoder_attention(embed_dim, cfg)
+            # fairseq's TransformerDecoderLayerBase.build_encoder_attention, one cache per source
+            return SharedSourceAttention(
+                embed_dim,
+                cfg.decoder.attention_heads,
+                kdim=cfg.encoder.embed_dim,
+                vdim=cfg.encoder.embed_dim,
+                dropout=cfg.attention_dropout,
+                encoder_decoder_attention=True,
+                q_noise=self.quant_noise,
+                qn_block_size=self.quant_noise_block_size,
+                xformers_att_config=cfg.encoder.xformers_att_config,
+            )
         return _with_head_dim(
             MemsizerAttention(
                 embed_dim,

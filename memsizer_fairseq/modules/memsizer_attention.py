@@ -57,7 +57,7 @@ def regroup(new_order: Tensor, rows: int) -> Tuple[Tensor, int]:
     return sentences[::new_rows], new_rows
 
 
-def _repeated_sentences(source: Tensor, padding_mask: Optional[Tensor]) -> int:
+def repeated_sentences(source: Tensor, padding_mask: Optional[Tensor]) -> int:
     """``g`` when the batch of ``source`` (``S x B x d``) and ``padding_mask`` (``B x S``) is U
     runs of g bitwise-equal sentences (the beams of one sentence, as SequenceGenerator lays
     them out), else 1."""
@@ -291,7 +291,7 @@ class MemsizerAttention(nn.Module):
             if key is None:
                 raise ValueError("cross-attention state is empty and no source was given")
             # one memory per sentence, computed from one copy of its source, shared by its beams
-            rows = _repeated_sentences(key, key_padding_mask)
+            rows = repeated_sentences(key, key_padding_mask)
             if rows > 1:
                 key = key[:, ::rows]
                 key_padding_mask = None if key_padding_mask is None else key_padding_mask[::rows]
