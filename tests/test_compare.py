@@ -11,11 +11,18 @@ import pytest
 import torch
 
 from memsizer_fairseq import pipeline
+from memsizer_fairseq.compare.report import uptraining_summary
 from memsizer_fairseq.compare.runner import read_records, training_wall_seconds
+from memsizer_fairseq.compare.state_size import decoding_state
 from memsizer_fairseq.uptrain import convert_state, load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+# the translation run's one frontier configuration (softmax cross-attention, Memsizer
+# self-attention)
+FRONTIER_NAME, FRONTIER_FLAGS = "softmax-cross", "--cross-attention softmax"
+MT_ARGS = ("--tasks", "translation", "--uptrain", "--frontier",
+           f"{FRONTIER_NAME}={FRONTIER_FLAGS}")
 
 
 def compare_command(work_dir, *args):
@@ -36,7 +43,7 @@ def state_of(work_dir, task):
 @pytest.fixture(scope="module")
 def translation(tmp_path_factory):
     work = tmp_path_factory.mktemp("compare-mt")
-    proc = run_compare(work, "--tasks", "translation", "--uptrain")
+    proc = run_compare(work, *MT_ARGS)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return work, proc
 
@@ -89,6 +96,101 @@ def test_uptraining_reaches_the_transformer_sooner(translation):
     assert first < stages["train"]["transformer"]["updates"] / 2
 
 
+def test_frontier_measures_every_configuration(translation):
+    work, proc = translation
+    stages = state_of(work, "translation")["stages"]
+    run = f"frontier-{FRONTIER_NAME}"
+    assert stages[f"train:{run}"]["updates"] == stages["train"]["memsizer"]["updates"] == 300
+    for name in ("transformer", "memsizer", run, "uptrained"):
+        result = stages[f"evaluate:{name}"]
+        assert result["sacrebleu"] > 50, (name, result)
+        assert result["sentences_per_second"] > 0 and result["tokens_per_second"] > 0
+        assert 0.5 < result["length_ratio"] < 2, (name, result)
+        assert result["state_bytes_per_sentence"] > 0
+        assert result["state_measured_at"]["sentences"] == 16
+    # the frontier run has exactly the Memsizer run's flags plus its own
+    logs = os.path.join(work, "translation", "logs")
+    memsizer = open(os.path.join(logs, "train.memsizer.log")).readline().split()
+    frontier = open(os.path.join(logs, f"train.{run}.log")).readline().split()
+    assert frontier == [part.replace("checkpoints/memsizer", f"checkpoints/{run}")
+                        for part in memsizer] + FRONTIER_FLAGS.split()
+    report = open(os.path.join(work, "report.md")).read()
+    table = report[report.index("## Efficiency against accuracy"):report.index("## Uptraining")]
+    header = next(line for line in table.splitlines() if line.startswith("| configuration"))
+    assert "hypothesis / reference length" in header and "tokens/s / Transformer's" in header
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    labels = [row.split(" | ")[0] for row in rows[1:]]
+    assert labels == ["| Transformer", "| Memsizer", f"| Memsizer {FRONTIER_NAME}",
+                      "| Memsizer uptrained from the Transformer"]
+    assert f"`--arch memsizer_transformer {FRONTIER_FLAGS}`" in table
+    assert all(" - |" not in row for row in rows), rows  # every cell measured
+    assert "after 5 decoder steps (the average test target length)" in table
+    with open(os.path.join(work, "frontier_translation.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reused_frontier_name_with_other_flags_is_refused(translation):
+    work, _ = translation
+    before = state_of(work, "translation")
+    proc = run_compare(work, "--tasks", "translation", "--frontier",
+                       f"{FRONTIER_NAME}=--causal-proj-dim 16")
+    assert proc.returncode == 2
+    assert f"--frontier {FRONTIER_NAME}" in proc.stderr and FRONTIER_FLAGS in proc.stderr
+    assert "another name" in proc.stderr
+    assert state_of(work, "translation") == before
+
+
+def test_failed_frontier_configuration_is_not_retried(translation):
+    """A new configuration trains alone; one that failed before saving anything is forgotten
+    unless given again."""
+    work, _ = translation
+    proc = run_compare(work, *MT_ARGS, "bad=--causal-proj-dim 0")
+    assert proc.returncode == 2 and "fairseq-train failed" in proc.stderr
+    assert f"train:frontier-{FRONTIER_NAME}: done earlier" in proc.stdout
+    assert "train:frontier-bad ..." in proc.stdout
+    assert "bad" in state_of(work, "translation")["settings"]["frontier"]
+    log = os.path.join(work, "translation", "logs", "train.frontier-bad.log")
+    assert os.path.exists(log)
+    proc = run_compare(work, *MT_ARGS)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "frontier-bad" not in proc.stdout
+    assert list(state_of(work, "translation")["settings"]["frontier"]) == [FRONTIER_NAME]
+    assert not os.path.exists(log)
+
+
+@pytest.mark.parametrize("task", ["translation", "language_modeling"])
+def test_memsizer_decoding_state_does_not_grow_with_the_output(translation, language_model,
+                                                                task):
+    work = os.path.join((translation if task == "translation" else language_model)[0], task)
+    data = os.path.join(work, "data-bin")
+    lengths = (8, 24) if task == "translation" else (20, 40)
+    constant = ["memsizer", "uptrained"] + (
+        [f"frontier-{FRONTIER_NAME}"] if task == "translation" else [])
+    for run in ("transformer", *constant):
+        checkpoint = os.path.join(work, "checkpoints", run, "checkpoint_best.pt")
+        short, long = (decoding_state(checkpoint, data, target_tokens=n, sentences=4)
+                       for n in lengths)
+        assert short["state_measured_at"]["target_tokens"] == lengths[0]
+        assert long["state_measured_at"]["target_tokens"] == lengths[1]
+        grew = long["state_bytes_per_sentence"] - short["state_bytes_per_sentence"]
+        if run == "transformer":
+            # keys and values: layers x 2 x width x 4 bytes per token
+            assert grew == 2 * 2 * 64 * 4 * (lengths[1] - lengths[0]), (run, short, long)
+        else:
+            assert grew == 0 and short["state_bytes_per_sentence"] > 0, (run, short, long)
+
+
+def test_uptraining_perplexity_target_is_within_5_percent():
+    def valid(*perplexities):
+        return [{"num_updates": 10 * (i + 1), "ppl": p} for i, p in enumerate(perplexities)]
+
+    state = {"stages": {"train": {"transformer": {"valid": valid(30.0, 20.0), "updates": 200}},
+                        "uptrain": {"valid": valid(21.6, 20.9, 20.5), "updates": 30}}}
+    summary = uptraining_summary("language_modeling", state)
+    assert summary["threshold"] == pytest.approx(21.0)
+    assert summary["first_update"] == 20  # 21.6 is 8% above the Transformer's 20.0
+
+
 def test_training_time_adds_the_sessions_of_a_resumed_run():
     inner = '2026-01-01 | INFO | train_inner | {"num_updates": "%d", "wall": "%d"}\n'
     stopped = "$ fairseq-train a\n" + inner % (25, 40) + inner % (50, 80)
@@ -102,10 +204,11 @@ def test_rerun_skips_finished_stages(translation):
     work, _ = translation
     before = state_of(work, "translation")
     start = time.time()
-    proc = run_compare(work, "--tasks", "translation", "--uptrain")
+    proc = run_compare(work, *MT_ARGS)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert time.time() - start < 120
-    for stage in ("data", "train", "evaluate:transformer", "evaluate:memsizer", "uptrain"):
+    for stage in ("data", "train", "evaluate:transformer", "evaluate:memsizer", "uptrain",
+                  f"train:frontier-{FRONTIER_NAME}", f"evaluate:frontier-{FRONTIER_NAME}"):
         assert f"{stage}: done earlier" in proc.stdout
     assert state_of(work, "translation") == before
 
@@ -155,12 +258,19 @@ def test_language_model_perplexity_and_generation_timing(language_model):
     stages = state_of(work, "language_modeling")["stages"]
     for name in ("transformer", "memsizer", "uptrained"):
         assert 1 < stages[f"evaluate:{name}"]["perplexity"] < 60, name
+        assert stages[f"evaluate:{name}"]["state_measured_at"] == {
+            "sentences": 8, "prompt_tokens": 16, "target_tokens": 16 + 32}
     timing = stages["lm_generation_timing"]
-    assert set(timing["seconds"]) == {"transformer", "memsizer"}
+    assert set(timing["seconds"]) == {"transformer", "memsizer", "uptrained"}
     assert all(seconds > 0 for seconds in timing["seconds"].values())
+    assert timing["tokens_per_second"]["memsizer"] == pytest.approx(
+        8 * 32 / timing["seconds"]["memsizer"])
     report = open(os.path.join(work, "report.md")).read()
     assert "| language_modeling (lm-debian) | test perplexity |" in report
     assert "greedy, 8 prompts x 32 new tokens" in report
+    assert "| Memsizer uptrained from the Transformer | converted Transformer" in report
+    assert "(5% above it)" in report
+    assert os.path.isfile(os.path.join(work, "frontier_language_modeling.png"))
 
 
 def test_summarization_reports_rouge(tmp_path):
@@ -290,7 +400,10 @@ def test_larger_budget_resumes_training(translation):
     assert "--max-update 300 -> 340: training resumes" in proc.stdout
     stages = state_of(work, "translation")["stages"]
     assert stages["train"]["memsizer"]["updates"] == 340
-    assert {"evaluate:transformer", "evaluate:memsizer"} <= set(stages)
+    # the frontier configuration, not given again, is kept and trained to the same budget
+    assert stages[f"train:frontier-{FRONTIER_NAME}"]["updates"] == 340
+    assert {"evaluate:transformer", "evaluate:memsizer",
+            f"evaluate:frontier-{FRONTIER_NAME}"} <= set(stages)
     # the fine-tuning started from the shorter Transformer: forgotten, to start over
     assert "uptrain" not in stages and "evaluate:uptrained" not in stages
     for forgotten in ("uptrained", "converted.pt"):

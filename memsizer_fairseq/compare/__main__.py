@@ -8,17 +8,20 @@
 For each task: sentencepiece, fairseq-preprocess, then a Transformer and a Memsizer model of the
 same size trained for the same updates with the same seed (side by side, the cores split
 between them), test-set quality (sacreBLEU / ROUGE-1/2/L / perplexity) and generation time.
-``--uptrain`` also converts the trained Transformer to Memsizer and fine-tunes it. Writes
-``WORK_DIR/report.md`` and ``WORK_DIR/curves_<task>.png``. Stop it at any time (Ctrl-C); the
-same command resumes where it stopped.
+``--frontier`` also trains other Memsizer configurations (more slots, softmax cross-attention)
+and measures quality against speed and decoding-state size. ``--uptrain`` also converts the
+trained Transformer to Memsizer and fine-tunes it. Writes ``WORK_DIR/report.md``,
+``WORK_DIR/curves_<task>.png`` and ``WORK_DIR/frontier_<task>.png``. Stop it at any time (Ctrl-C);
+the same command resumes where it stopped.
 """
 import argparse
 import os
+import re
 import shlex
 import shutil
 import signal
 import sys
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from .. import pipeline
 from ..recipes import REPO_ROOT
@@ -27,6 +30,27 @@ from .runner import Comparison
 from .settings import TASKS
 
 DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+_FRONTIER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def frontier_configuration(text: str):
+    """``NAME=FLAGS`` -> (NAME, [flags]); NAME becomes part of file names."""
+    name, equals, flags = text.partition("=")
+    if not equals or not _FRONTIER_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=FLAGS with NAME of letters, digits, '.', '_' or '-', got {text!r}")
+    return name, shlex.split(flags)
+
+
+def frontier_for(args, task: str) -> Dict[str, List[str]]:
+    """The frontier configurations to add for a task: those given, or with a bare --frontier
+    the task's default set for the budget (settings.py); none without --frontier."""
+    if args.frontier is None:
+        return {}
+    if not args.frontier:
+        defaults = TASKS[task].budget(args.tiny).frontier
+        return {name: shlex.split(flags) for name, flags in defaults.items()}
+    return dict(args.frontier)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -47,6 +71,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--memsizer-args", default="",
                         help="extra fairseq-train flags for the Memsizer model only, e.g. "
                              "'--causal-proj-dim 8 --q-init-scale 4'")
+    parser.add_argument("--frontier", nargs="*", type=frontier_configuration, default=None,
+                        metavar="NAME=FLAGS",
+                        help="also train these Memsizer configurations, each NAME with the extra "
+                             "fairseq-train FLAGS, e.g. 'softmax-cross=--cross-attention "
+                             "softmax' (no NAME=FLAGS: the task's default set), and report "
+                             "quality against generation speed and decoding-state size")
     parser.add_argument("--uptrain", nargs="*", choices=list(TASKS), default=None,
                         metavar="TASK",
                         help="also convert the trained Transformer to Memsizer and fine-tune it, "
@@ -68,6 +98,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.raw_dir and len(args.tasks) != 1:
         parser.error("--raw-dir is the data of one task: give exactly one --tasks")
+    names = [name for name, _ in args.frontier or ()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        parser.error(f"--frontier: each NAME once, got {', '.join(repeated)} more than once")
     for flag in ("max_update", "uptrain_updates", "threads"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -105,6 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             comparison = Comparison(
                 TASKS[name], work_dir, raw_dir=raw_dir_for(args, name), tiny=args.tiny,
                 max_update=args.max_update, memsizer_args=shlex.split(args.memsizer_args),
+                frontier=frontier_for(args, name),
                 uptrain=args.uptrain is not None and (not args.uptrain or name in args.uptrain),
                 uptrain_updates=args.uptrain_updates,
                 attention_init=args.attention_init, threads=args.threads, device=args.device,

@@ -1,15 +1,18 @@
 """Side-by-side generation time of language models: greedy continuation of test-set prompts.
 
 Each model continues the same prompts (the first ``prompt_tokens`` tokens of the first
-``prompts`` test blocks that hold no document end) by exactly ``new_tokens`` tokens (EOS is blocked until then), with
-fairseq's ``SequenceGenerator`` and incremental decoding, as ``fairseq-interactive`` runs it. The
-models take turns, ``rounds`` times; the median time per model is reported.
+``prompts`` test blocks that hold no document end) by exactly ``new_tokens`` tokens (EOS is
+blocked until then), with fairseq's ``SequenceGenerator`` and incremental decoding, as
+``fairseq-interactive`` runs it. Any number of models take turns, ``rounds`` times; the median
+time per model is reported, with the sentences (continuations) and new tokens per second.
 """
 import statistics
 import time
 from typing import Dict
 
 import torch
+
+PROMPT_TOKENS = 16
 
 
 def _load(checkpoint: str, data_bin: str, device: str):
@@ -39,7 +42,7 @@ def _prompts(task, count: int, length: int) -> torch.Tensor:
 
 
 def time_generation(checkpoints: Dict[str, str], data_bin: str, prompts: int, new_tokens: int,
-                    prompt_tokens: int = 16, rounds: int = 3, threads: int = 1,
+                    prompt_tokens: int = PROMPT_TOKENS, rounds: int = 3, threads: int = 1,
                     device: str = "cpu") -> Dict:
     from fairseq.sequence_generator import SequenceGenerator
 
@@ -67,8 +70,11 @@ def time_generation(checkpoints: Dict[str, str], data_bin: str, prompts: int, ne
                 raise RuntimeError(f"{name}: generated lengths {sorted(lengths)}, not {total + 1}")
             if round_index:
                 seconds[name].append(elapsed)
+    medians = {name: statistics.median(times) for name, times in seconds.items()}
+    count = int(prompt.shape[0])
     return {
-        "prompts": int(prompt.shape[0]), "prompt_tokens": int(prompt.shape[1]),
-        "new_tokens": new_tokens, "rounds": rounds, "threads": threads,
-        "seconds": {name: statistics.median(times) for name, times in seconds.items()},
+        "prompts": count, "prompt_tokens": int(prompt.shape[1]),
+        "new_tokens": new_tokens, "rounds": rounds, "threads": threads, "seconds": medians,
+        "sentences_per_second": {name: count / s for name, s in medians.items()},
+        "tokens_per_second": {name: count * new_tokens / s for name, s in medians.items()},
     }

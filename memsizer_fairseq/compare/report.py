@@ -1,17 +1,46 @@
-"""The comparison's markdown report and training-curve plots, from the runs' ``state.json``."""
+"""The comparison's markdown report, training-curve and frontier plots, from the runs'
+``state.json``."""
 import os
 import platform
 import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .settings import TASKS
+from .runner import EVALUATE, FRONTIER, LM_TIMING
+from .settings import ARCHS, TASKS
 
 MODEL_LABELS = {"transformer": "Transformer", "memsizer": "Memsizer",
                 "uptrained": "Memsizer uptrained from the Transformer"}
-# The issue's targets: Memsizer within these of the Transformer.
+# The targets: Memsizer within these of the Transformer (test set, results table).
 BLEU_TOLERANCE = 1.0
 ROUGE_TOLERANCE = 1.0
 PERPLEXITY_TOLERANCE = 0.10
+# Uptraining has reached the Transformer once within this of its best validation perplexity.
+UPTRAIN_PERPLEXITY_TOLERANCE = 0.05
+# The test-set measure a frontier point is placed at: (key in evaluate:<run>, label, higher is
+# better).
+FRONTIER_QUALITY = {"translation": ("sacrebleu", "sacreBLEU", True),
+                    "summarization": ("rougeL", "ROUGE-L", True),
+                    "language_modeling": ("perplexity", "test perplexity", False)}
+
+
+def model_label(run: str) -> str:
+    if run.startswith(FRONTIER):
+        return f"Memsizer {run[len(FRONTIER):]}"
+    return MODEL_LABELS[run]
+
+
+def point_label(run: str) -> str:
+    """A short label for a point of the frontier plot (a frontier run: its name)."""
+    if run.startswith(FRONTIER):
+        return run[len(FRONTIER):]
+    return "uptrained" if run == "uptrained" else model_label(run)
+
+
+def _bytes(value: float, _position=None) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} B"
 
 
 def quality_rows(task: str, stages: Dict) -> List[Tuple[str, float, float, str, bool]]:
@@ -33,25 +62,43 @@ def quality_rows(task: str, stages: Dict) -> List[Tuple[str, float, float, str, 
              ratio <= PERPLEXITY_TOLERANCE)]
 
 
-def generation_times(task: str, stages: Dict) -> Optional[Tuple[Dict, Dict, str]]:
-    """({seconds, tokens} of the Transformer, of Memsizer, what was timed)."""
+def generation_timing(task: str, stages: Dict, run: str) -> Optional[Dict]:
+    """{seconds, sentences, tokens} of a run's timed generation (None when not timed)."""
     if task == "language_modeling":
-        timing = stages.get("lm_generation_timing")
+        timing = stages.get(LM_TIMING)
+        if not timing or run not in timing["seconds"]:
+            return None
+        return {"seconds": timing["seconds"][run], "sentences": timing["prompts"],
+                "tokens": timing["prompts"] * timing["new_tokens"]}
+    evaluated = stages.get(EVALUATE + run)
+    if not evaluated:
+        return None
+    return {"seconds": evaluated["generation_seconds"], "sentences": evaluated["sentences"],
+            "tokens": evaluated["tokens"]}
+
+
+def timing_description(task: str, stages: Dict) -> Optional[str]:
+    """What the generation timing of a task measured."""
+    if task == "language_modeling":
+        timing = stages.get(LM_TIMING)
         if not timing:
             return None
-        what = (f"greedy, {timing['prompts']} prompts x {timing['new_tokens']} new tokens, "
+        return (f"greedy, {timing['prompts']} prompts x {timing['new_tokens']} new tokens, "
                 f"median of {timing['rounds']}")
-        tokens = timing["prompts"] * timing["new_tokens"]
-        return ({"seconds": timing["seconds"]["transformer"], "tokens": tokens},
-                {"seconds": timing["seconds"]["memsizer"], "tokens": tokens}, what)
-    t, m = stages["evaluate:transformer"], stages["evaluate:memsizer"]
-    return ({"seconds": t["generation_seconds"], "tokens": t["tokens"]},
-            {"seconds": m["generation_seconds"], "tokens": m["tokens"]},
-            f"fairseq-generate, beam 4, {t['sentences']} test items")
+    return (f"fairseq-generate, beam 4, {stages[EVALUATE + 'transformer']['sentences']} "
+            "test items")
 
 
-def _rate(timing: Dict) -> float:
-    return timing["tokens"] / timing["seconds"] if timing["seconds"] > 0 else float("inf")
+def generation_times(task: str, stages: Dict) -> Optional[Tuple[Dict, Dict, str]]:
+    """({seconds, sentences, tokens} of the Transformer, of Memsizer, what was timed)."""
+    t, m = (generation_timing(task, stages, run) for run in ARCHS)
+    if not (t and m):
+        return None
+    return t, m, timing_description(task, stages)
+
+
+def _rate(timing: Dict, what: str = "tokens") -> float:
+    return timing[what] / timing["seconds"] if timing["seconds"] > 0 else float("inf")
 
 
 def _target(met: Optional[bool]) -> str:
@@ -118,15 +165,18 @@ def uptraining_summary(name: str, state: Dict) -> Optional[Dict]:
     if best is None:
         return None
     if higher:
-        threshold = best - (BLEU_TOLERANCE if name == "translation" else ROUGE_TOLERANCE)
+        tolerance = BLEU_TOLERANCE if name == "translation" else ROUGE_TOLERANCE
+        threshold = best - tolerance
         reached = lambda value: value >= threshold  # noqa: E731
+        within = f"{tolerance:.1f} below it"
     else:
-        threshold = best * (1 + PERPLEXITY_TOLERANCE)
+        threshold = best * (1 + UPTRAIN_PERPLEXITY_TOLERANCE)
         reached = lambda value: value <= threshold  # noqa: E731
+        within = f"{100 * UPTRAIN_PERPLEXITY_TOLERANCE:.0f}% above it"
     first = next((int(r["num_updates"]) for r in stages["uptrain"]["valid"]
                   if key in r and reached(r[key])), None)
     from_scratch = stages["train"]["transformer"]["updates"]
-    return {"metric": label, "transformer_best": best, "threshold": threshold,
+    return {"metric": label, "transformer_best": best, "threshold": threshold, "within": within,
             "first_update": first, "from_scratch_updates": from_scratch,
             "fraction": first / from_scratch if first else None,
             "uptrain_updates": stages["uptrain"]["updates"],
@@ -144,7 +194,7 @@ def uptraining_lines(states: Dict[str, Dict]) -> List[str]:
                      f"`python -m memsizer_fairseq.uptrain` and fine-tuned as Memsizer for "
                      f"{summary['uptrain_updates']} updates. The Transformer's best "
                      f"{summary['metric']} is {summary['transformer_best']:.2f}, so the target is "
-                     f"{summary['threshold']:.2f}; ")
+                     f"{summary['threshold']:.2f} ({summary['within']}); ")
         if summary["first_update"]:
             lines[-1] += (f"the fine-tuned model first reached it after **"
                           f"{summary['first_update']} updates = {100 * summary['fraction']:.0f}% "
@@ -210,30 +260,45 @@ def _last_loss(train: Dict) -> str:
     return f"{losses[-1]:.3f}" if losses else "-"
 
 
-def plot_curves(name: str, state: Dict, path: str) -> Optional[str]:
+def trained_runs(stages: Dict) -> Dict[str, Dict]:
+    """The training summary of every run: Transformer, Memsizer, frontier runs, uptrained."""
+    trained = stages.get("train") or {}
+    runs = {run: trained[run] for run in ARCHS if run in trained}
+    runs.update({stage[len("train:"):]: summary for stage, summary in stages.items()
+                 if stage.startswith("train:" + FRONTIER)})
+    if "uptrain" in stages:
+        runs["uptrained"] = stages["uptrain"]
+    return runs
+
+
+def _pyplot():
     import logging
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # before its import logs
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(name: str, state: Dict, path: str) -> Optional[str]:
+    plt = _pyplot()
 
     stages = state["stages"]
     if "train" not in stages:
         return None
-    runs = {run: stages["train"][run] for run in ("transformer", "memsizer")}
-    if "uptrain" in stages:
-        runs["uptrained"] = stages["uptrain"]
+    runs = trained_runs(stages)
     key, label, _ = valid_metric(name)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for run, summary in runs.items():
         train = summary["train_inner"]
         left.plot([r["num_updates"] for r in train], [r["loss"] for r in train],
-                  label=MODEL_LABELS[run])
+                  label=model_label(run))
         valid = [r for r in summary["valid"] if key in r]
         right.plot([r["num_updates"] for r in valid], [r[key] for r in valid], marker="o",
-                   label=MODEL_LABELS[run])
+                   label=model_label(run))
     left.set(xlabel="updates", ylabel="training loss (base 2)", title=f"{name}: training loss")
     right.set(xlabel="updates", ylabel=label, title=f"{name}: {label}")
     if key == "ppl":
@@ -245,6 +310,167 @@ def plot_curves(name: str, state: Dict, path: str) -> Optional[str]:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+# -- the efficiency-accuracy frontier ---------------------------------------------------------
+def _run_order(run: str) -> int:
+    return (0 if run == "transformer" else 1 if run == "memsizer"
+            else 3 if run == "uptrained" else 2)
+
+
+def run_flags(task: str, state: Dict, run: str) -> str:
+    """How a run differs from the shared training flags."""
+    archs = TASKS[task].archs
+    if run == "transformer":
+        return f"`--arch {archs['transformer']}`"
+    if run.startswith(FRONTIER):
+        extra = state["settings"]["frontier"][run[len(FRONTIER):]]
+    else:
+        extra = state["settings"].get("memsizer_args") or []
+    flags = f"`{shlex.join(['--arch', archs['memsizer'], *extra])}`"
+    return f"converted Transformer, fine-tuned as {flags}" if run == "uptrained" else flags
+
+
+def frontier_points(task: str, state: Dict) -> List[Dict]:
+    """One point per evaluated model: test quality, output length, generation speed, decoding
+    state size and best validation score (None where not measured)."""
+    stages = state["stages"]
+    quality_key = FRONTIER_QUALITY[task][0]
+    valid_key, _, higher = valid_metric(task)
+    trained = trained_runs(stages)
+    runs = sorted((stage[len(EVALUATE):] for stage in stages if stage.startswith(EVALUATE)),
+                  key=_run_order)
+    points = []
+    for run in runs:
+        evaluated = stages[EVALUATE + run]
+        timing = generation_timing(task, stages, run)
+        points.append({
+            "run": run, "label": model_label(run), "flags": run_flags(task, state, run),
+            "quality": evaluated[quality_key],
+            "length_ratio": evaluated.get("length_ratio"),
+            "seconds": timing["seconds"] if timing else None,
+            "sentences_per_second": _rate(timing, "sentences") if timing else None,
+            "tokens_per_second": _rate(timing) if timing else None,
+            "state_bytes": evaluated.get("state_bytes_per_sentence"),
+            "state_measured_at": evaluated.get("state_measured_at"),
+            "best_valid": (_best_value(trained[run], valid_key, higher)
+                           if run in trained else None),
+        })
+    return points
+
+
+def _cell(value: Optional[float], form: str) -> str:
+    return "-" if value is None else format(value, form)
+
+
+def frontier_table(task: str, points: List[Dict]) -> List[str]:
+    _, quality, _ = FRONTIER_QUALITY[task]
+    _, valid_label, _ = valid_metric(task)
+    reference = next((p["tokens_per_second"] for p in points if p["run"] == "transformer"), None)
+    lines = [f"| configuration | flags | {quality} | hypothesis / reference length | "
+             "sentences/s | tokens/s | tokens/s / Transformer's | decoding state, bytes per "
+             f"sentence | best {valid_label} |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in points:
+        relative = (p["tokens_per_second"] / reference
+                    if p["tokens_per_second"] and reference else None)
+        lines.append(
+            f"| {p['label']} | {p['flags']} | {p['quality']:.2f} | "
+            f"{_cell(p['length_ratio'], '.2f')} | {_cell(p['sentences_per_second'], '.1f')} | "
+            f"{_cell(p['tokens_per_second'], '.0f')} | {_cell(relative, '.2f')} | "
+            f"{_cell(p['state_bytes'], ',.0f')} | {_cell(p['best_valid'], '.2f')} |")
+    return lines
+
+
+def state_lengths(at: Dict) -> str:
+    """Where a decoding state was measured, in words."""
+    if "source_tokens" in at:
+        return (f"{at['sentences']} test sentences (sources padded to {at['source_tokens']} "
+                f"tokens) after {at['target_tokens']} decoder steps (the average test target "
+                "length)")
+    return (f"{at['sentences']} prompts of {at['prompt_tokens']} tokens after "
+            f"{at['target_tokens']} decoder steps (prompt and new tokens of the timing)")
+
+
+def frontier_notes(task: str, stages: Dict, points: List[Dict]) -> List[str]:
+    measured = sorted({state_lengths(p["state_measured_at"]) for p in points
+                       if p["state_measured_at"]})
+    notes = []
+    what = timing_description(task, stages)
+    if what:
+        notes.append(f"Speed: {what}.")
+    if task != "language_modeling":
+        notes.append("Length: words of the detokenized hypotheses over words of the references.")
+    if measured:
+        seq2seq = task != "language_modeling"
+        notes.append(
+            "Decoding state: every tensor of fairseq's incremental decoding state (all decoder "
+            f"layers{'; the encoder output not counted' if seq2seq else ''}), measured with "
+            + "; ".join(measured) + ". Memsizer's state does not depend on these lengths; "
+            "softmax self-attention's grows with the output length"
+            + (" and softmax cross-attention's with the source length." if seq2seq else "."))
+    return notes
+
+
+def _log_bytes_axis(axis, sizes: List[float]):
+    """A log x axis in bytes, ticked at 1, 2 and 5 times powers of ten and padded so that a
+    tick falls in even a narrow range of sizes."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_xscale("log")
+    axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.xaxis.set_major_formatter(FuncFormatter(_bytes))
+    axis.xaxis.set_minor_formatter(NullFormatter())
+    if sizes:
+        axis.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+
+
+def plot_frontier(task: str, points: List[Dict], path: str) -> Optional[str]:
+    """Quality against generation tokens/s and against decoding-state bytes, one labelled point
+    per configuration, the Transformer drawn as a star."""
+    if not points:
+        return None
+    plt = _pyplot()
+    _, quality, higher = FRONTIER_QUALITY[task]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = ((axes[0], "tokens_per_second", "generation tokens/s", "speed"),
+              (axes[1], "state_bytes", "decoding state, bytes per sentence", "state size"))
+    for axis, key, xlabel, title in panels:
+        placed = sorted((p for p in points if p[key] is not None), key=lambda p: p[key])
+        for number, point in enumerate(placed):
+            transformer = point["run"] == "transformer"
+            axis.scatter(point[key], point["quality"], marker="*" if transformer else "o",
+                         s=180 if transformer else 50,
+                         color="black" if transformer else f"C{points.index(point)}",
+                         zorder=3)
+            # labels above and below in turn along x, so that neighbours overlap less
+            label = axis.annotate(point_label(point["run"]), (point[key], point["quality"]),
+                                  textcoords="offset points", fontsize=8,
+                                  xytext=(5, 5 if number % 2 == 0 else -12))
+            label.set_in_layout(False)
+        axis.margins(x=0.12, y=0.08)
+        better = "higher" if higher else "lower"
+        axis.set(xlabel=xlabel, ylabel=f"{quality} ({better} is better)",
+                 title=f"{task}: {quality} against {title}")
+        axis.grid(alpha=0.3)
+    _log_bytes_axis(axes[1], [p["state_bytes"] for p in points if p["state_bytes"]])
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def frontier_lines(states: Dict[str, Dict], out_dir: str) -> List[str]:
+    lines = []
+    for name, state in states.items():
+        points = frontier_points(name, state)
+        if not points:
+            continue
+        lines += [f"**{name}**", "", *frontier_table(name, points), "",
+                  *frontier_notes(name, state["stages"], points), ""]
+        if plot_frontier(name, points, os.path.join(out_dir, f"frontier_{name}.png")):
+            lines += [f"![{name} frontier](frontier_{name}.png)", ""]
+    return lines
 
 
 def machine_line(threads: int, device: str) -> str:
@@ -265,6 +491,11 @@ def write_report(states: Dict[str, Dict], out_dir: str, command: str, threads: i
              "optimizer, schedule, batches and seed; only the attention differs. Test-set "
              "numbers use each model's best checkpoint on the validation set.", "",
              *results_table(states), "", "## Set-up", "", *setup_table(states), ""]
+    frontier = frontier_lines(states, out_dir)
+    if frontier:
+        lines += ["## Efficiency against accuracy (test set)", "",
+                  "Every evaluated model of a task: its test quality beside its output length, "
+                  "generation speed and decoding-state size.", "", *frontier]
     tried = tried_lines(states)
     if tried:
         lines += ["## Memsizer settings tried (validation set)", "", *tried]

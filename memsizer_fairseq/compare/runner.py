@@ -1,13 +1,18 @@
 """Runs one task of the comparison in a work directory, stage by stage, resumably.
 
 Stages: ``data`` (raw text, sentencepiece, fairseq-preprocess), ``train`` (the Transformer and the
-Memsizer model, side by side), ``evaluate:<model>`` (test-set quality and generation time) and,
-with ``uptrain``, ``uptrain`` (convert the trained Transformer, fine-tune it as Memsizer) and
-``evaluate:uptrained``. What a finished stage measured is kept in ``state.json``; a rerun of the
-same command skips finished stages and fairseq-train resumes from ``checkpoint_last.pt`` (saved
-every ``validate_every`` updates), so a stopped or killed comparison loses at most that much.
+Memsizer model, side by side), ``evaluate:<model>`` (test-set quality, generation time, output
+length and decoding-state size), with ``frontier`` configurations ``train:frontier-<NAME>`` (two
+at a time) and ``evaluate:frontier-<NAME>``, with ``uptrain`` ``uptrain`` (convert the trained
+Transformer, fine-tune it as Memsizer) and ``evaluate:uptrained``, and for language models
+``lm_generation_timing`` (every evaluated model, taking turns). What a finished stage measured is
+kept in ``state.json``; a rerun of the same command skips finished stages and fairseq-train
+resumes from ``checkpoint_last.pt`` (saved every ``validate_every`` updates), so a stopped or
+killed comparison loses at most that much.
 A rerun with other ``--memsizer-args`` keeps the Transformer and trains the Memsizer model again
 (the previous Memsizer run moves to ``tried/N/``): tuning Memsizer does not retrain the baseline.
+Frontier configurations accumulate: a rerun trains only the names it adds, keeps the others, and
+refuses a trained name given other flags.
 """
 import argparse
 import json
@@ -27,9 +32,9 @@ from . import data
 from .settings import ARCHS, TaskSettings
 
 STATE_FILE = "state.json"
-# the test-set scores and timings (redone by --evaluate-again)
-EVALUATION_STAGES = ("evaluate:transformer", "evaluate:memsizer", "lm_generation_timing",
-                     "evaluate:uptrained")
+EVALUATE = "evaluate:"  # + run name: a test-set evaluation stage (redone by --evaluate-again)
+LM_TIMING = "lm_generation_timing"  # redone by --evaluate-again too
+FRONTIER = "frontier-"  # + configuration name: a frontier run
 # the stages that depend on the Memsizer's flags (redone when --memsizer-args changes)
 MEMSIZER_STAGES = ("evaluate:memsizer", "lm_generation_timing", "uptrain", "evaluate:uptrained")
 _PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
@@ -37,6 +42,7 @@ _ROUGE = re.compile(r"ROUGE-1 = ([\d.]+), ROUGE-2 = ([\d.]+), ROUGE-L = ([\d.]+)
 _LM_SCORE = re.compile(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)")
 _DONE = re.compile(r"done training in ([\d.]+) seconds")
 _JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
+_REFERENCE = re.compile(r"^T-(\d+)\t(.*)$", re.MULTILINE)
 
 
 def _difference(key: str, before, now) -> str:
@@ -94,6 +100,17 @@ def training_wall_seconds(log_text: str) -> float:
     return total
 
 
+def length_ratio(result: pipeline.GenerationResult) -> Optional[float]:
+    """Words of the detokenized hypotheses (``D-`` lines) over words of the references
+    (``T-`` lines) of a fairseq-generate run."""
+    references: Dict[int, str] = {}
+    for ident, text in _REFERENCE.findall(result.output):
+        references.setdefault(int(ident), text)
+    reference_words = sum(len(text.split()) for text in references.values())
+    hypothesis_words = sum(len(text.split()) for text in result.hypotheses.values())
+    return hypothesis_words / reference_words if reference_words else None
+
+
 def memsizer_overrides(args: Sequence[str]) -> Dict:
     """The Memsizer flags (slot counts, init scales, ...) among extra fairseq-train flags, as
     the converter's model overrides: the fine-tuned model must have the same shapes."""
@@ -116,7 +133,7 @@ def _number(value):
 class TrainingRun:
     """One fairseq-train run of the comparison (its flags, directory and log)."""
 
-    name: str  # transformer, memsizer, uptrained
+    name: str  # transformer, memsizer, frontier-<NAME>, uptrained
     args: List[str]
     save_dir: str
     log_path: str
@@ -126,7 +143,8 @@ class TrainingRun:
 class Comparison:
     def __init__(self, task: TaskSettings, work_dir: str, raw_dir: Optional[str] = None,
                  tiny: bool = False, max_update: Optional[int] = None,
-                 memsizer_args: Sequence[str] = (), uptrain: bool = False,
+                 memsizer_args: Sequence[str] = (),
+                 frontier: Optional[Dict[str, List[str]]] = None, uptrain: bool = False,
                  uptrain_updates: Optional[int] = None, attention_init: str = "svd",
                  threads: Optional[int] = None, device: str = "cpu", progress: bool = True,
                  evaluate_again: bool = False, out=None):
@@ -139,6 +157,9 @@ class Comparison:
         self.work_dir = os.path.abspath(work_dir)
         self.raw_dir = os.path.abspath(raw_dir) if raw_dir else os.path.join(self.work_dir, "raw")
         self.memsizer_args = list(memsizer_args)
+        # frontier configuration name -> its extra Memsizer flags (the work directory's
+        # earlier ones are added when the state is loaded)
+        self.frontier = {name: list(flags) for name, flags in (frontier or {}).items()}
         self.uptrain = uptrain
         self.uptrain_updates = uptrain_updates or max(self.max_update // 4, 1)
         self.attention_init = attention_init
@@ -151,14 +172,15 @@ class Comparison:
         self.state_path = os.path.join(self.work_dir, STATE_FILE)
         self.state = self._load_state()
         if evaluate_again:  # e.g. to time generation again on a machine with nothing else running
-            for stage in EVALUATION_STAGES:
-                self.state["stages"].pop(stage, None)
+            self.state["stages"] = {name: result for name, result in self.state["stages"].items()
+                                    if not (name.startswith(EVALUATE) or name == LM_TIMING)}
 
     # -- state ---------------------------------------------------------------------------------
     def settings_record(self) -> Dict:
         """What a rerun must share with the run it resumes."""
         return {"task": self.task.name, "tiny": self.tiny, "raw_dir": self.raw_dir,
                 "max_update": self.max_update, "memsizer_args": self.memsizer_args,
+                "frontier": self.frontier,
                 "uptrain_updates": self.uptrain_updates if self.uptrain else None,
                 "attention_init": self.attention_init if self.uptrain else None,
                 "shared_train_flags": {flag: str(value) for flag, value in
@@ -170,7 +192,9 @@ class Comparison:
             return {"settings": self.settings_record(), "stages": {}}
         with open(self.state_path) as f:
             state = json.load(f)
+        self.frontier = self._add_frontier(state)
         before, now = state.get("settings", {}), self.settings_record()
+        before = dict(before, frontier=self.frontier)
         previous_args = before.get("memsizer_args")
         if previous_args is not None and now["memsizer_args"] != previous_args:
             kept = self._set_aside_memsizer(state, previous_args)
@@ -204,6 +228,31 @@ class Comparison:
                 f"another --work-dir (or --restart)")
         state["settings"] = {**before, **{k: v for k, v in now.items() if v is not None}}
         return state
+
+    def _add_frontier(self, state: Dict) -> Dict[str, List[str]]:
+        """The work directory's trained frontier configurations with this run's added. A name
+        trained with other flags is refused; an earlier attempt that saved no checkpoint and is
+        not asked for again with the same flags is forgotten (a failed configuration is not
+        retried at every rerun)."""
+        frontier = {}
+        for name, flags in ((state.get("settings") or {}).get("frontier") or {}).items():
+            if self._frontier_trained(state, name):
+                frontier[name] = flags
+            elif self.frontier.get(name) != flags:
+                self._remove(self._run_files(FRONTIER + name, ("train", "evaluate")))
+        for name, flags in self.frontier.items():
+            before = frontier.setdefault(name, flags)
+            if before != flags:
+                raise ValueError(
+                    f"--frontier {name}: {self.work_dir} holds the {self.task.name} frontier "
+                    f"configuration {name!r} trained with {shlex.join(before)!r}, not "
+                    f"{shlex.join(flags)!r}: give the new configuration another name")
+        return frontier
+
+    def _frontier_trained(self, state: Dict, name: str) -> bool:
+        run = FRONTIER + name
+        return f"train:{run}" in state["stages"] or os.path.exists(
+            os.path.join(self.work_dir, "checkpoints", run, "checkpoint_last.pt"))
 
     def _set_aside_memsizer(self, state: Dict, memsizer_args: List[str]) -> str:
         """Move the Memsizer run (and the fine-tuning, which uses the same flags) to
@@ -241,7 +290,11 @@ class Comparison:
 
     def _forget_uptraining(self):
         """The fine-tuning started from the shorter Transformer: start it over."""
-        for path in self._run_files("uptrained", ("train",)):
+        self._remove(self._run_files("uptrained", ("train",)))
+
+    @staticmethod
+    def _remove(paths: Sequence[str]):
+        for path in paths:
             if os.path.isdir(path):
                 shutil.rmtree(path)
             elif os.path.exists(path):
@@ -255,12 +308,20 @@ class Comparison:
         os.replace(temporary, self.state_path)
 
     def stage(self, name: str, action: Callable[[], Dict]) -> Dict:
-        if name in self.state["stages"]:
-            self.say(f"[{self.task.name}] {name}: done earlier (kept in {self.state_path})")
+        if self._finished(name):
             return self.state["stages"][name]
         self.say(f"[{self.task.name}] {name} ...")
         start = time.time()
-        result = action()
+        return self._record(name, action(), start)
+
+    def _finished(self, name: str) -> bool:
+        if name not in self.state["stages"]:
+            return False
+        self.say(f"[{self.task.name}] {name}: done earlier (kept in {self.state_path})")
+        return True
+
+    def _record(self, name: str, result: Dict, start: float) -> Dict:
+        """Keep a finished stage's result in state.json."""
         result["stage_seconds"] = round(time.time() - start, 1)
         self.state["stages"][name] = result
         self._save_state()
@@ -288,13 +349,17 @@ class Comparison:
         else:
             self.stage("train", lambda: self.train(list(runs.values())))
         for name in ARCHS:
-            self.stage(f"evaluate:{name}", lambda name=name: self.evaluate(runs[name]))
-        if not self.task.paired:
-            self.stage("lm_generation_timing", self.lm_generation_timing)
+            self.stage(EVALUATE + name, lambda name=name: self.evaluate(runs[name]))
+        frontier = [self.training_run(FRONTIER + name) for name in self.frontier]
+        self.train_frontier(frontier)
+        for run in frontier:
+            self.stage(EVALUATE + run.name, lambda run=run: self.evaluate(run))
         if self.uptrain:
             uptrained = self.uptrained_run()
             self.stage("uptrain", lambda: self.train_uptrained(uptrained))
-            self.stage("evaluate:uptrained", lambda: self.evaluate(uptrained))
+            self.stage(EVALUATE + "uptrained", lambda: self.evaluate(uptrained))
+        if not self.task.paired:
+            self.time_lm_generation()
         return self.state
 
     def prepare_data(self) -> Dict:
@@ -317,7 +382,7 @@ class Comparison:
                      ) -> Args:
         budget = self.budget
         flags = merge_args(self._shared_flags(), {
-            "--arch": self.task.archs["memsizer" if name == "uptrained" else name],
+            "--arch": self.task.archs["transformer" if name == "transformer" else "memsizer"],
             "--max-update": max_update or self.max_update,
             "--validate-interval-updates": budget.validate_every,
             "--save-interval-updates": budget.validate_every,
@@ -330,12 +395,20 @@ class Comparison:
                      ) -> TrainingRun:
         save_dir = os.path.join(self.work_dir, "checkpoints", name)
         args = [self.data_bin, "--user-dir", pipeline.USER_DIR,
-                *render_args(self._train_flags(name, extra, max_update)), "--save-dir", save_dir]
-        if name != "transformer":
-            args += self.memsizer_args
+                *render_args(self._train_flags(name, extra, max_update)), "--save-dir", save_dir,
+                *self._model_flags(name)]
         return TrainingRun(name, args, save_dir, os.path.join(self.work_dir, "logs",
                                                               f"train.{name}.log"),
                            max_update or self.max_update)
+
+    def _model_flags(self, name: str) -> List[str]:
+        """The flags one run adds to the shared ones: a frontier configuration's own, else
+        ``--memsizer-args`` for every Memsizer model."""
+        if name == "transformer":
+            return []
+        if name.startswith(FRONTIER):
+            return self.frontier[name[len(FRONTIER):]]
+        return self.memsizer_args
 
     def _run_training(self, run: TrainingRun, threads: int, position: int):
         from tqdm import tqdm
@@ -389,6 +462,18 @@ class Comparison:
         return {run.name: dict(self.training_summary(run), threads=threads,
                                this_session_seconds=round(times[run.name], 1)) for run in runs}
 
+    def train_frontier(self, runs: List[TrainingRun]):
+        """Train the frontier runs not trained yet, two at a time on the cores' shares of the
+        ``train`` stage; each is its own stage ``train:<run>``."""
+        pending = [run for run in runs if not self._finished(f"train:{run.name}")]
+        for first in range(0, len(pending), len(ARCHS)):
+            pair = pending[first:first + len(ARCHS)]
+            self.say(f"[{self.task.name}] "
+                     f"{', '.join(f'train:{run.name}' for run in pair)} ...")
+            start = time.time()
+            for name, summary in self.train(pair, share=len(ARCHS)).items():
+                self._record(f"train:{name}", summary, start)
+
     def training_summary(self, run: TrainingRun) -> Dict:
         records = read_records(run.log_path)
         with open(run.log_path, encoding="utf-8", errors="replace") as f:
@@ -418,11 +503,17 @@ class Comparison:
             match = _LM_SCORE.search(output)
             if not match:
                 raise RuntimeError(f"no perplexity in {log}")
-            return {"loss_base2": float(match.group(1)), "perplexity": float(match.group(2))}
+            return {"loss_base2": float(match.group(1)), "perplexity": float(match.group(2)),
+                    **self.decoding_state(checkpoint)}
         output = pipeline.run_fairseq("generate", args, log, env=env)
         result = pipeline.parse_generation(output)
         scores: Dict = {"sentences": result.sentences, "tokens": result.tokens,
-                        "generation_seconds": result.seconds}
+                        "generation_seconds": result.seconds,
+                        "sentences_per_second": result.sentences_per_second,
+                        "tokens_per_second": (result.tokens / result.seconds
+                                              if result.seconds > 0 else None),
+                        "length_ratio": length_ratio(result),
+                        **self.decoding_state(checkpoint)}
         if self.task.name == "translation":
             if result.bleu is None:
                 raise RuntimeError(f"no BLEU in {log}")
@@ -435,11 +526,38 @@ class Comparison:
                           rougeL=float(match.group(3)))
         return scores
 
-    def lm_generation_timing(self) -> Dict:
+    def decoding_state(self, checkpoint: str) -> Dict:
+        """The state size of a seq2seq model after the average test target length, of a
+        language model after the generation timing's prompt and new tokens."""
+        from .lm_timing import PROMPT_TOKENS
+        from .state_size import SENTENCES, decoding_state
+
+        if self.task.paired:
+            return decoding_state(checkpoint, self.data_bin, sentences=SENTENCES,
+                                  threads=self.threads, device=self.device)
+        return decoding_state(checkpoint, self.data_bin,
+                              target_tokens=PROMPT_TOKENS + self.budget.timing_new_tokens,
+                              sentences=self.budget.timing_prompts, threads=self.threads,
+                              device=self.device)
+
+    def evaluated_runs(self) -> List[str]:
+        return [name[len(EVALUATE):] for name in self.state["stages"] if name.startswith(EVALUATE)]
+
+    def time_lm_generation(self):
+        """Time every evaluated language model together (again when models were added)."""
+        evaluated = self.evaluated_runs()
+        timing = self.state["stages"].get(LM_TIMING)
+        if timing and set(timing["seconds"]) != set(evaluated):
+            self.say(f"[{self.task.name}] {LM_TIMING}: timed again, with every evaluated model "
+                     f"({', '.join(evaluated)})")
+            del self.state["stages"][LM_TIMING]
+        self.stage(LM_TIMING, lambda: self.lm_generation_timing(evaluated))
+
+    def lm_generation_timing(self, names: Sequence[str]) -> Dict:
         from .lm_timing import time_generation
 
         checkpoints = {name: os.path.join(self.work_dir, "checkpoints", name,
-                                          "checkpoint_best.pt") for name in ARCHS}
+                                          "checkpoint_best.pt") for name in names}
         return time_generation(checkpoints, self.data_bin, self.budget.timing_prompts,
                                self.budget.timing_new_tokens, threads=self.threads,
                                device=self.device)

@@ -4,7 +4,9 @@ The Transformer and the Memsizer model of a task get the same flags (width, dept
 feed-forward size, optimizer, schedule, batch, seed, number of updates) except ``--arch``, so the
 only difference between the two runs is the attention. Memsizer's own hyper-parameters are the
 paper's (MT: decoder self k 4, cross k 32, init scales 8 / 8; LM: k 32, scales 32 / 1) unless the
-user adds ``--memsizer-args``.
+user adds ``--memsizer-args``. ``frontier`` holds, per budget, the extra Memsizer configurations
+that ``--frontier`` trains when given no configurations of its own (full and tiny differ where the
+number of decoder layers shows in a flag).
 
 ``full`` is sized for a small CPU machine: on two cores (one thread per model) the translation
 models train for about 35 minutes, the summarization models for about 40 and the language models
@@ -33,6 +35,8 @@ class Budget:
     valid_lines: Optional[int] = None  # validate on the first N lines (None: all)
     timing_prompts: int = 32  # language modelling: prompts of the generation timing
     timing_new_tokens: int = 128
+    # --frontier without values: configuration name -> extra fairseq-train flags for Memsizer
+    frontier: Dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,17 @@ _SEQ2SEQ_TRAIN: Args = merge_args(_COMMON_TRAIN, {
     "--criterion": "label_smoothed_cross_entropy", "--label-smoothing": 0.1,
     "--max-tokens": 4096, "--lr": 1e-3, "--warmup-updates": 150,
 })
+# Memsizer configurations between the paper's setting and the Transformer: more slots, or
+# softmax cross-attention (in every decoder layer, or only in the last one)
+_SEQ2SEQ_FRONTIER = {
+    "paper-slots-32-128": "--causal-proj-dim 32 --cross-proj-dim 128",
+    "softmax-cross": "--cross-attention softmax",
+    "softmax-cross-last": "--cross-attention memsizer,memsizer,softmax",
+}
+_SEQ2SEQ_TINY_FRONTIER = {
+    "softmax-cross": "--cross-attention softmax",
+    "softmax-cross-last": "--cross-attention memsizer,softmax",
+}
 _TINY_TRAIN: Args = {"--max-tokens": 1024, "--lr": 2e-3, "--warmup-updates": 60,
                      "--log-interval": 10}
 
@@ -95,9 +110,9 @@ TRANSLATION = TaskSettings(
               "--post-process": "sentencepiece", "--scoring": "sacrebleu"},
     metric="sacreBLEU",
     full=Budget(max_update=1200, validate_every=150, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
-                valid_lines=1000),
+                valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
     tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
-                train=_TINY_TRAIN),
+                train=_TINY_TRAIN, frontier=_SEQ2SEQ_TINY_FRONTIER),
 )
 
 SUMMARIZATION = TaskSettings(
@@ -116,9 +131,9 @@ SUMMARIZATION = TaskSettings(
               "--max-tokens": 8000, "--post-process": "sentencepiece", "--scoring": "rouge"},
     metric="ROUGE",
     full=Budget(max_update=1200, validate_every=100, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
-                valid_lines=1000),
+                valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
     tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
-                train=_TINY_TRAIN),
+                train=_TINY_TRAIN, frontier=_SEQ2SEQ_TINY_FRONTIER),
 )
 
 
@@ -148,12 +163,13 @@ LANGUAGE_MODELING = TaskSettings(
               "--context-window": 128, "--max-tokens": 4096, "--sample-break-mode": "none"},
     metric="perplexity",
     full=Budget(max_update=450, validate_every=50, spm_vocab=8000, valid_lines=3000,
-                model=_lm_model(layers=4, width=256, ffn=1024, heads=4)),
+                model=_lm_model(layers=4, width=256, ffn=1024, heads=4),
+                frontier={"k64": "--causal-proj-dim 64"}),
     tiny=Budget(max_update=200, validate_every=100, spm_vocab=400,
                 model=_lm_model(layers=2, width=64, ffn=128, heads=2),
         train=merge_args(_TINY_TRAIN, {"--tokens-per-sample": 128}),
         evaluate={"--tokens-per-sample": 128, "--context-window": 64}, timing_prompts=8,
-        timing_new_tokens=32),
+        timing_new_tokens=32, frontier={"k8": "--causal-proj-dim 8"}),
 )
 
 TASKS: Dict[str, TaskSettings] = {t.name: t for t in (TRANSLATION, SUMMARIZATION,
