@@ -445,3 +445,19 @@ def test_new_memsizer_args_keep_the_transformer(language_model):
     assert old["model"]["decoder.layers.0.self_attn.l_proj.weight"].shape[0] != 8
     assert "Loaded checkpoint" not in open(os.path.join(task_dir, "logs", "train.memsizer.log")
                                            ).read()
+
+
+def test_train_args_reach_every_run_and_a_work_dir_keeps_them(tmp_path):
+    from memsizer_fairseq.compare.runner import Comparison
+    from memsizer_fairseq.compare.settings import TRANSLATION
+
+    extra = ["--patience", "3", "--encoder-embed-dim", "32"]
+    comparison = Comparison(TRANSLATION, str(tmp_path), tiny=True, train_args=extra,
+                            frontier={"softmax-cross": FRONTIER_FLAGS.split()})
+    for name in ("transformer", "memsizer", "frontier-softmax-cross"):
+        args = comparison.training_run(name).args
+        start = args.index("--patience")
+        assert args[start:start + len(extra)] == extra
+    comparison._save_state()
+    with pytest.raises(ValueError, match="train_args"):
+        Comparison(TRANSLATION, str(tmp_path), tiny=True, train_args=["--patience", "5"])

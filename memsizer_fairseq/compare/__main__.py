@@ -68,6 +68,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="synthetic corpora and small models: minutes in all (the CI mode)")
     parser.add_argument("--max-update", type=int, default=None,
                         help="updates per model (default: the task's budget in settings.py)")
+    parser.add_argument("--train-args", default="",
+                        help="extra fairseq-train flags for every model (Transformer, Memsizer, "
+                             "frontier, fine-tuning), e.g. a smaller model and '--patience 4' "
+                             "for a plateau study; a work directory keeps the ones it began with")
     parser.add_argument("--memsizer-args", default="",
                         help="extra fairseq-train flags for the Memsizer model only, e.g. "
                              "'--causal-proj-dim 8 --q-init-scale 4'")
@@ -139,6 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             comparison = Comparison(
                 TASKS[name], work_dir, raw_dir=raw_dir_for(args, name), tiny=args.tiny,
                 max_update=args.max_update, memsizer_args=shlex.split(args.memsizer_args),
+                train_args=shlex.split(args.train_args),
                 frontier=frontier_for(args, name),
                 uptrain=args.uptrain is not None and (not args.uptrain or name in args.uptrain),
                 uptrain_updates=args.uptrain_updates,

@@ -143,7 +143,7 @@ class TrainingRun:
 class Comparison:
     def __init__(self, task: TaskSettings, work_dir: str, raw_dir: Optional[str] = None,
                  tiny: bool = False, max_update: Optional[int] = None,
-                 memsizer_args: Sequence[str] = (),
+                 memsizer_args: Sequence[str] = (), train_args: Sequence[str] = (),
                  frontier: Optional[Dict[str, List[str]]] = None, uptrain: bool = False,
                  uptrain_updates: Optional[int] = None, attention_init: str = "svd",
                  threads: Optional[int] = None, device: str = "cpu", progress: bool = True,
@@ -157,6 +157,7 @@ class Comparison:
         self.work_dir = os.path.abspath(work_dir)
         self.raw_dir = os.path.abspath(raw_dir) if raw_dir else os.path.join(self.work_dir, "raw")
         self.memsizer_args = list(memsizer_args)
+        self.train_args = list(train_args)  # extra fairseq-train flags of every run
         # frontier configuration name -> its extra Memsizer flags (the work directory's
         # earlier ones are added when the state is loaded)
         self.frontier = {name: list(flags) for name, flags in (frontier or {}).items()}
@@ -180,6 +181,7 @@ class Comparison:
         """What a rerun must share with the run it resumes."""
         return {"task": self.task.name, "tiny": self.tiny, "raw_dir": self.raw_dir,
                 "max_update": self.max_update, "memsizer_args": self.memsizer_args,
+                "train_args": self.train_args,
                 "frontier": self.frontier,
                 "uptrain_updates": self.uptrain_updates if self.uptrain else None,
                 "attention_init": self.attention_init if self.uptrain else None,
@@ -194,7 +196,7 @@ class Comparison:
             state = json.load(f)
         self.frontier = self._add_frontier(state)
         before, now = state.get("settings", {}), self.settings_record()
-        before = dict(before, frontier=self.frontier)
+        before = {"train_args": [], **before, "frontier": self.frontier}
         previous_args = before.get("memsizer_args")
         if previous_args is not None and now["memsizer_args"] != previous_args:
             kept = self._set_aside_memsizer(state, previous_args)
@@ -396,7 +398,7 @@ class Comparison:
         save_dir = os.path.join(self.work_dir, "checkpoints", name)
         args = [self.data_bin, "--user-dir", pipeline.USER_DIR,
                 *render_args(self._train_flags(name, extra, max_update)), "--save-dir", save_dir,
-                *self._model_flags(name)]
+                *self.train_args, *self._model_flags(name)]
         return TrainingRun(name, args, save_dir, os.path.join(self.work_dir, "logs",
                                                               f"train.{name}.log"),
                            max_update or self.max_update)
