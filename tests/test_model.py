@@ -174,59 +174,50 @@ def random_batch(task, bsz=4, src_len=7, tgt_len=6):
 CROSS_MODES = ["memsizer", "softmax", "softmax,memsizer"]
 
 
+def steps_equal_full_pass_through(model, src, lengths, prev, enc, orders):
+    """Three incremental steps, the reorders (of the state, the encoder output and the batch),
+    then the remaining steps: each equals the full pass over the reordered batch."""
+    with torch.no_grad():
+        full, _ = model.decoder(prev, encoder_out=enc)
+        state = {}
+        for t in range(3):
+            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
+        for order in map(torch.tensor, orders):
+            model.decoder.reorder_incremental_state_scripting(state, order)
+            enc = model.encoder.reorder_encoder_out(enc, order)
+            prev, src, lengths = prev[order], src[order], lengths[order]
+        full, _ = model.decoder(prev, encoder_out=model.encoder(src, src_lengths=lengths))
+        for t in range(3, prev.size(1)):
+            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
+
+
 @pytest.mark.parametrize("encoder_memsizer, cross", [(False, "memsizer"), (True, "memsizer"),
                                                      (False, "softmax,memsizer")])
 def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsizer, cross):
+    """The state follows any reorder, also across sentences."""
     model, task = small_model(data_dir, ["--cross-attention", cross] + (
         ["--encoder-use-memsizer"] if encoder_memsizer else []))
     src, lengths, prev = random_batch(task)
     with torch.no_grad():
         enc = model.encoder(src, src_lengths=lengths)
-        full, _ = model.decoder(prev, encoder_out=enc)
-        state = {}
-        for t in range(3):
-            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
-            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
-        # the state follows any reorder, also across sentences
-        for order in (torch.tensor([1, 1, 3, 2]), torch.tensor([0, 3])):
-            model.decoder.reorder_incremental_state_scripting(state, order)
-            enc = model.encoder.reorder_encoder_out(enc, order)
-            prev, src, lengths = prev[order], src[order], lengths[order]
-        full, _ = model.decoder(prev, encoder_out=model.encoder(src, src_lengths=lengths))
-        for t in range(3, prev.size(1)):
-            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
-            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
-
-
-CROSS_MODES = ["memsizer", "softmax", "softmax,memsizer"]
+    steps_equal_full_pass_through(model, src, lengths, prev, enc, ([1, 1, 3, 2], [0, 3]))
 
 
 @pytest.mark.parametrize("cross", CROSS_MODES)
 def test_decoder_steps_equal_full_pass_through_beam_reorders(data_dir, cross):
     """As SequenceGenerator runs it: sentences expanded to beams, rows moved within a sentence's
-    beams, finished sentences dropped (fairseq's softmax cross-attention relies on that)."""
+    beams, finished sentences dropped."""
     model, task = small_model(data_dir, ["--cross-attention", cross])
-    src, lengths, prev = random_batch(task, bsz=3)
+    src, lengths, _ = random_batch(task, bsz=3)
     beams = torch.arange(3).repeat_interleave(2)
     prev = torch.randint(task.target_dictionary.nspecial, len(task.target_dictionary), (6, 6))
     prev[:, 0] = task.target_dictionary.eos()
     with torch.no_grad():
         enc = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths=lengths), beams)
-        src, lengths = src[beams], lengths[beams]
-        full, _ = model.decoder(prev, encoder_out=enc)
-        state = {}
-        for t in range(3):
-            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
-            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
-        for order in (torch.tensor([1, 1, 2, 3, 5, 4]), torch.tensor([0, 1, 4, 5]),
-                      torch.tensor([1, 0, 3, 3])):
-            model.decoder.reorder_incremental_state_scripting(state, order)
-            enc = model.encoder.reorder_encoder_out(enc, order)
-            prev, src, lengths = prev[order], src[order], lengths[order]
-        full, _ = model.decoder(prev, encoder_out=model.encoder(src, src_lengths=lengths))
-        for t in range(3, prev.size(1)):
-            step, _ = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
-            torch.testing.assert_close(step[:, 0], full[:, t], **TOL)
+    steps_equal_full_pass_through(model, src[beams], lengths[beams], prev, enc,
+                                  ([1, 1, 2, 3, 5, 4], [0, 1, 4, 5], [1, 0, 3, 3]))
 
 
 def test_encoder_out_reorders_within_beams_are_skipped_and_others_gathered(data_dir):
