@@ -91,7 +91,7 @@ def train_table(rows: List[Dict]) -> List[str]:
 
 
 def targets(rows: List[Dict]) -> List[Dict]:
-    """Issue 5's decoding targets, evaluated where the measured lengths allow."""
+    """The decoding targets, evaluated where the measured lengths allow."""
     checks = []
     m64 = _find(rows, section="decode", kind="memsizer", prefix_len=64)
     m1k = _find(rows, section="decode", kind="memsizer", prefix_len=1024)
