@@ -122,18 +122,13 @@ def fill_memsizer_defaults(args, defaults=MT_DEFAULTS):
             setattr(args, name, value)
 
 
-def _cross_attention_kinds(value) -> Tuple[str, ...]:
+def _parsed(flag: str, parse, value):
+    """``parse(value)`` for a value that did not come through argparse (a config, a
+    checkpoint); its error names the flag."""
     try:
-        return tuple(cross_attention_mode(value or "memsizer").split(","))
+        return parse(value)
     except argparse.ArgumentTypeError as error:
-        raise ValueError(f"--cross-attention: {error}") from None
-
-
-def _read_init_gain(value):
-    try:
-        return 1.0 if value is None else read_init_gain(value)
-    except argparse.ArgumentTypeError as error:
-        raise ValueError(f"--read-init-gain: {error}") from None
+        raise ValueError(f"{flag}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -166,8 +161,11 @@ class MemsizerOptions:
             q_init_scale=getattr(args, "q_init_scale", None),
             kv_init_scale=getattr(args, "kv_init_scale", None),
             block_size=getattr(args, "memsizer_block_size", None) or 64,
-            cross_attention=_cross_attention_kinds(getattr(args, "cross_attention", None)),
-            read_init_gain=_read_init_gain(getattr(args, "read_init_gain", None)),
+            cross_attention=tuple(_parsed(
+                "--cross-attention", cross_attention_mode,
+                getattr(args, "cross_attention", None) or "memsizer").split(",")),
+            read_init_gain=_parsed(
+                "--read-init-gain", read_init_gain, getattr(args, "read_init_gain", None) or 1.0),
         )
         options.validate()
         return options
