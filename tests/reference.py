@@ -48,3 +48,23 @@ def reference_attention(module, query, source=None, query_pad=None, source_pad=N
             rows.append(a @ memory)
         outputs.append(torch.stack(rows))
     return torch.stack(outputs, dim=1)
+
+
+def reference_read_weights(module, query, source=None, source_pad=None):
+    """Per-head implicit weights ``h x B x T x S`` of a non-causal Memsizer read:
+    ``w^h_tj = n^(-1/2) softmax_h(Phi z_t) . l_j`` over the non-pad source positions (0 at
+    pads), so that ``y_t = sum_j mean_h(w^h_tj) r_j``."""
+    if source is None:
+        source = query
+    tgt_len, bsz, _ = query.shape
+    weights = torch.zeros(module.num_heads, bsz, tgt_len, source.size(0), dtype=query.dtype)
+    for b in range(bsz):
+        positions = [j for j in range(source.size(0)) if source_pad is None or not source_pad[b, j]]
+        for t in range(tgt_len):
+            logits = module.q_proj(query[t, b]).view(module.num_heads, module.num_slots)
+            for h in range(module.num_heads):
+                a_h = F.softmax(logits[h], dim=-1)
+                for j in positions:
+                    l_j = module.l_norm(module.l_proj(source[j, b]))
+                    weights[h, b, t, j] = (a_h @ l_j) / len(positions) ** 0.5
+    return weights

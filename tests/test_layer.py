@@ -111,19 +111,32 @@ def test_padded_batch_equals_each_sentence_alone(role, left):
             torch.testing.assert_close(out[positions, b:b + 1], want, **TOL)
 
 
-def test_attention_dropout_acts_on_the_slot_distribution():
+def test_attention_dropout_acts_on_each_head_before_the_average():
+    """The authors' rule: dropout on each head's slot softmax, then the mean over heads."""
     module = make("self", dropout=0.4).train()
     x = torch.randn(5, 2, 12, dtype=torch.float64)
     torch.manual_seed(3)
     out, _ = module(x, x, x)
     with torch.no_grad():
-        logits = module.q_proj(x).view(5, 2, module.num_heads, module.num_slots)
-        probs = F.softmax(logits, dim=-1).mean(2)
+        per_head = F.softmax(module.q_proj(x).view(5, 2, module.num_heads, module.num_slots), -1)
     torch.manual_seed(3)
-    dropped = F.dropout(probs, p=0.4, training=True)
-    ref = reference_attention(module, x, slot_probs=dropped)
-    torch.testing.assert_close(out, ref, **TOL)
-    assert not torch.allclose(out, reference_attention(module, x))
+    dropped = F.dropout(per_head, p=0.4, training=True).mean(2)
+    torch.testing.assert_close(out, reference_attention(module, x, slot_probs=dropped), **TOL)
+    torch.manual_seed(3)
+    averaged_then_dropped = F.dropout(per_head.mean(2), p=0.4, training=True)
+    assert not torch.allclose(out, reference_attention(module, x, slot_probs=averaged_then_dropped))
+
+
+def test_attention_dropout_zeroes_a_slot_only_when_every_head_drops_it():
+    """A slot of a(z) is zero with probability p^h (per-head dropout), not p (dropout after the
+    average would zero whole slots)."""
+    module = make("self", heads=3, dropout=0.5).train()
+    torch.manual_seed(0)
+    a = module.slot_distribution(torch.randn(400, 8, 12, dtype=torch.float64))
+    zero = (a == 0).double().mean().item()
+    assert abs(zero - 0.5 ** 3) < 0.02, zero
+    torch.testing.assert_close(a.mean(), torch.tensor(1 / module.num_slots, dtype=a.dtype),
+                               rtol=0.02, atol=0)
 
 
 @pytest.mark.parametrize("length", [1, 7, 64, 100, 1000])

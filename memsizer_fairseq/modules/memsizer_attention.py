@@ -4,7 +4,8 @@ Plain PyTorch: no fairseq import. Tensors follow fairseq's layout, ``T x B x C``
 
 * keys are input-independent: ``Phi: d -> h*k`` gives per-head slot logits of the reading
   position; each head takes a softmax over its k slots and the h distributions are averaged into
-  one slot distribution ``a(z)`` ("lightweight multi-head"), followed by attention dropout;
+  one slot distribution ``a(z)`` ("lightweight multi-head"); attention dropout acts on each
+  head's distribution before the average, as in the authors' code;
 * values: ``l_j = LN(W_l x_j)`` (``W_l: d_src -> k``), ``r_j = LN(W_r x_j)`` (``W_r: d_src -> d``);
 * memory: ``M = n^(-1/2) sum_j l_j r_j^T`` over the non-pad source positions (non-causal) or over
   ``j <= t`` with ``n = t`` (causal); output ``y(z) = a(z) M`` with no output projection.
@@ -170,18 +171,23 @@ class MemsizerAttention(nn.Module):
     # -- the three pieces of the layer -------------------------------------------------------
 
     def slot_distribution(self, query: Tensor) -> Tensor:
-        """``a(z)``: mean over heads of the per-head slot softmax, then dropout. ``T x B x k``."""
+        """``a(z)``: mean over heads of the per-head slot softmax (each after dropout).
+        ``T x B x k``."""
         return self._slot_probs(self.q_proj(query))
 
-    def _slot_probs(self, logits: Tensor) -> Tensor:
+    def _head_probs(self, logits: Tensor) -> Tensor:
+        """Each head's slot softmax, attention dropout applied per head before the heads are
+        averaged (as in the authors' code): ``T x B x h x k``, accumulation dtype."""
         tgt_len, bsz, _ = logits.shape
         logits = logits.view(tgt_len, bsz, self.num_heads, self.num_slots)
-        probs = F.softmax(logits.to(accumulation_dtype(logits.dtype)), dim=-1).mean(dim=2)
-        probs = probs.to(logits.dtype)
+        probs = F.softmax(logits.to(accumulation_dtype(logits.dtype)), dim=-1)
         return F.dropout(probs, p=self.dropout, training=self.training)
 
+    def _slot_probs(self, logits: Tensor) -> Tensor:
+        return self._head_probs(logits).mean(dim=2).to(logits.dtype)
+
     def _self_projections(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """``a(x)``, ``l(x)``, ``r(x)`` of self-attention.
+        """The slot logits ``Phi x``, ``l(x)`` and ``r(x)`` of self-attention.
 
         In eval mode without autograd (decoding, validation) the three projections ``Phi``,
         ``W_l``, ``W_r`` run as one GEMM with concatenated weights. The concatenation is cached
@@ -195,7 +201,7 @@ class MemsizerAttention(nn.Module):
             torch.is_grad_enabled() and any(p.requires_grad for p in params)
         ):
             logits, (l, r) = self.q_proj(x), self.write_values(x)
-            return self._slot_probs(logits), l, r
+            return logits, l, r
         key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
         if self._fused_cache is None or self._fused_cache[0] != key:
             self._fused_cache = (key, torch.cat(params[:3]), torch.cat(params[3:]))
@@ -203,7 +209,7 @@ class MemsizerAttention(nn.Module):
         logits, l, r = fused.split(
             [self.num_heads * self.num_slots, self.num_slots, self.embed_dim], dim=-1
         )
-        return self._slot_probs(logits), self.l_norm(l), self.r_norm(r)
+        return logits, self.l_norm(l), self.r_norm(r)
 
     def write_values(self, source: Tensor) -> Tuple[Tensor, Tensor]:
         """``l = LN(W_l x)`` (``S x B x k``) and ``r = LN(W_r x)`` (``S x B x d``)."""
@@ -259,10 +265,17 @@ class MemsizerAttention(nn.Module):
         before_softmax: bool = False,
         need_head_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        """Same call as fairseq's ``MultiheadAttention``; returns ``(T x B x d, None)``.
+        """Same call as fairseq's ``MultiheadAttention``; returns ``(T x B x d, weights)``.
 
-        There are no per-position attention weights to return. ``attn_mask`` (the decoder's
-        future mask) is ignored: causality is part of the causal formulation.
+        Non-causal Memsizer (cross- and encoder self-attention) returns, when ``need_weights``
+        or ``need_head_weights`` asks, the implicit weights of its read ``y_t = sum_j w_tj r_j``,
+        ``w_tj = n^(-1/2) a(z_t) . l_j`` (zero at pads; they need not be positive or sum to
+        one): ``B x T x S``, or per head (``a`` replaced by head h's slot distribution, whose
+        mean over heads is ``a``) ``h x B x T x S``, as fairseq lays out attention weights.
+        During incremental decoding they are computed from the source passed at each step, so
+        the cached state stays the ``k x d`` memory. Causal Memsizer returns no weights.
+        ``attn_mask`` (the decoder's future mask) is ignored: causality is part of the causal
+        formulation.
         """
         if before_softmax:
             raise NotImplementedError("Memsizer attention has no attention logits to return")
@@ -272,19 +285,32 @@ class MemsizerAttention(nn.Module):
             )
         if self.causal:
             return self._causal_forward(query, key_padding_mask, incremental_state), None
-        return self._memory_forward(query, key, key_padding_mask, incremental_state), None
+        weights = "heads" if need_head_weights else ("mean" if need_weights else None)
+        return self._memory_forward(query, key, key_padding_mask, incremental_state, weights)
 
-    def _memory_forward(self, query, key, key_padding_mask, incremental_state) -> Tensor:
+    def _memory_forward(
+        self, query, key, key_padding_mask, incremental_state, weights: Optional[str]
+    ) -> Tuple[Tensor, Optional[Tensor]]:
         if self.self_attention:
-            key = query
-        elif key is None and incremental_state is None:
+            logits, l, r = self._self_projections(query)
+            heads = self._head_probs(logits)
+            y = self.read(heads.mean(dim=2).to(logits.dtype),
+                          self._memory_from_values(l, r, key_padding_mask))
+            return y, self._read_weights(heads, l, key_padding_mask, weights, y.dtype)
+        if key is None and incremental_state is None:
             raise ValueError("cross-attention needs the source (key)")
-        if self.self_attention:
-            a, l, r = self._self_projections(query)
-            return self.read(a, self._memory_from_values(l, r, key_padding_mask))
-        a = self.slot_distribution(query)
+        logits = self.q_proj(query)
+        heads = self._head_probs(logits)
+        a = heads.mean(dim=2).to(logits.dtype)
+        if weights is not None:
+            if key is None:
+                raise ValueError("cross-attention weights need the source (key) at every step")
+            l = self.l_norm(self.l_proj(key))
+            attn = self._read_weights(heads, l, key_padding_mask, weights, logits.dtype)
+        else:
+            attn = None
         if incremental_state is None:
-            return self.read(a, self.source_memory(key, key_padding_mask))
+            return self.read(a, self.source_memory(key, key_padding_mask)), attn
         saved = self._get_input_buffer(incremental_state)
         memory = saved.get("memory")
         if memory is None:
@@ -299,10 +325,30 @@ class MemsizerAttention(nn.Module):
             self._set_input_buffer(incremental_state, {
                 "memory": memory, "rows_per_memory": torch.tensor(rows, dtype=torch.long),
             })
-        return self.read(a, memory)
+        return self.read(a, memory), attn
+
+    @staticmethod
+    def _read_weights(heads: Tensor, l: Tensor, padding_mask: Optional[Tensor],
+                      weights: Optional[str], dtype: torch.dtype) -> Optional[Tensor]:
+        """``w_tj = n^(-1/2) a(z_t) . l_j`` from the per-head slot distributions ``heads``
+        (``T x B x h x k``) and ``l`` (``S x B x k``): ``B x T x S`` (``weights="mean"``) or
+        ``h x B x T x S`` (``"heads"``); None when ``weights`` is None."""
+        if weights is None:
+            return None
+        l = l.to(heads.dtype).transpose(0, 1)  # B x S x k
+        if padding_mask is not None:
+            keep = (~padding_mask.bool()).to(heads.dtype)
+            l = l * keep.unsqueeze(-1)
+            lengths = keep.sum(dim=1)
+        else:
+            lengths = torch.full((l.size(0),), l.size(1), dtype=l.dtype, device=l.device)
+        per_head = torch.einsum("tbhk,bsk->hbts", heads, l)
+        per_head = per_head * lengths.clamp(min=1).rsqrt().view(1, -1, 1, 1)
+        return (per_head if weights == "heads" else per_head.mean(dim=0)).to(dtype)
 
     def _causal_forward(self, x, key_padding_mask, incremental_state) -> Tensor:
-        a, l, r = self._self_projections(x)
+        logits, l, r = self._self_projections(x)
+        a = self._slot_probs(logits)
         a, l, r = a.transpose(0, 1), l.transpose(0, 1), r.transpose(0, 1)  # batch first
         keep = None if key_padding_mask is None else ~key_padding_mask.bool()
         if keep is not None and keep.size(1) != x.size(0):
