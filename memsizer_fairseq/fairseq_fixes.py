@@ -3,6 +3,7 @@
 1. The last batch is dropped (:func:`keep_remainder_batches`).
 2. A resumed run is cut into other batches than the uninterrupted run
    (:func:`same_batches_after_resume`).
+3. ``fairseq-generate --replace-unk`` crashes for every model (:func:`replace_unk_from_pairs`).
 
 Batch dropping:
 
@@ -20,6 +21,7 @@ import functools
 import inspect
 
 import numpy as np
+from fairseq import utils
 from fairseq.data import data_utils
 from fairseq.tasks import FairseqTask
 
@@ -103,7 +105,38 @@ def same_batches_after_resume():
         )
 
 
+def _replacing_from_pairs(replace_unk):
+    def replace_unk_with_word_pairs(hypo_str, src_str, alignment, align_dict, unk):
+        if unk not in hypo_str.split():
+            return hypo_str
+        if alignment is None or len(alignment) == 0:
+            raise ValueError("--replace-unk takes each <unk>'s source word from the hard "
+                             "alignment: add --print-alignment hard")
+        if isinstance(alignment[0], (tuple, list)):
+            source_of = {int(target): int(source) for source, target in alignment}
+            eos = len(src_str.split())  # replace_unk's own index of <eos>
+            alignment = [source_of.get(i, eos) for i in range(len(hypo_str.split()))]
+        return replace_unk(hypo_str, src_str, alignment, align_dict, unk)
+
+    replace_unk_with_word_pairs.takes_word_pairs = True
+    return replace_unk_with_word_pairs
+
+
+def replace_unk_from_pairs():
+    """Patch ``fairseq.utils.replace_unk`` (idempotent).
+
+    ``fairseq-generate --print-alignment hard`` hands it ``(source word, target word)`` pairs
+    (``utils.extract_hard_alignment``) while it indexes the alignment by target position, so
+    the first ``<unk>`` ends in ``TypeError: list indices must be integers or slices, not
+    tuple``; without ``--print-alignment`` the alignment is empty (``IndexError``). The pairs
+    are now read as such, and a missing alignment is refused naming the flag to add.
+    """
+    if not getattr(utils.replace_unk, "takes_word_pairs", False):
+        utils.replace_unk = _replacing_from_pairs(utils.replace_unk)
+
+
 def install():
     """Install every fix (idempotent)."""
     keep_remainder_batches()
     same_batches_after_resume()
+    replace_unk_from_pairs()

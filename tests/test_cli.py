@@ -4,7 +4,8 @@ import os
 import pytest
 
 from memsizer_fairseq import pipeline
-from memsizer_fairseq.toy_data import write_toy_translation
+from memsizer_fairseq.benchmark.alignment import accuracy, hard_alignments
+from memsizer_fairseq.toy_data import read_alignments, write_toy_translation
 
 MODEL = [
     "--arch", "memsizer_transformer_tiny", "--encoder-embed-dim", "64",
@@ -103,3 +104,72 @@ def test_training_resumes_from_its_last_checkpoint(trained):
         str(root / "resume.log"),
     )
     assert "Loaded checkpoint" in output and "num_updates 360" in output.replace("=", " ")
+
+
+def _generate(data, save_dir, *extra):
+    return pipeline.run_fairseq("generate", [
+        data, "--user-dir", pipeline.USER_DIR, "--path",
+        os.path.join(save_dir, "checkpoint_best.pt"), "--beam", "4", "--cpu", "--batch-size",
+        "32", *extra])
+
+
+def _lines(output, tag):
+    return {int(line.split("\t")[0][2:]): line.split("\t")[1:] for line in output.splitlines()
+            if line.startswith(tag + "-")}
+
+
+@pytest.mark.parametrize("kind, scoring", [("hard", []), ("soft", []),
+                                           ("hard", ["--score-reference"])])
+def test_generate_prints_alignments(trained, kind, scoring):
+    """Beam search (incremental) and --score-reference (full pass) both print one A- line per
+    hypothesis; a hard alignment names every target word once, a soft one has a row of source
+    weights per target token (end of sentence included). (fairseq's scorer always extracts
+    hard alignments: --score-reference with soft ones fails for every model.)"""
+    data, save_dir, _ = trained
+    output = _generate(data, save_dir, "--print-alignment", kind, *scoring)
+    sources, hypotheses, alignments = _lines(output, "S"), _lines(output, "H"), _lines(output, "A")
+    assert len(alignments) == len(hypotheses) == 100
+    for i, (text,) in alignments.items():
+        words, source = hypotheses[i][1].split(), sources[i][0].split()
+        if kind == "hard":
+            pairs = [tuple(map(int, pair.split("-"))) for pair in text.split()]
+            assert sorted(t for _, t in pairs) == list(range(len(words)))
+            assert all(0 <= s < len(source) for s, _ in pairs)
+        else:
+            rows = [row.split(",") for row in text.split()]
+            assert len(rows) == len(words) + 1
+            assert all(len(row) == len(source) + 1 for row in rows)
+
+
+def test_hard_alignment_finds_the_source_words_of_the_toy_task(trained):
+    """The toy task translates word by word (adjectives move after their noun), so the aligned
+    source word of most target words is known; the trained model's weights must find it far
+    above chance."""
+    data, save_dir, root = trained
+    output = _generate(data, save_dir, "--print-alignment", "hard", "--score-reference")
+    truth = read_alignments(str(root / "raw" / "test.align"))
+    assert accuracy(hard_alignments(output), truth) > 0.8
+
+
+def test_replace_unk_copies_the_aligned_source_word(trained, tmp_path):
+    """Raw-text test data whose last source word is unknown: with a bonus for <unk>, the
+    hypotheses contain <unk>, which --replace-unk replaces by the source word aligned to it."""
+    data, save_dir, root = trained
+    raw = tmp_path / "raw-bin"
+    raw.mkdir()
+    for lang in ("src", "tgt"):
+        (raw / f"dict.{lang}.txt").write_text(open(os.path.join(data, f"dict.{lang}.txt")).read())
+    sources = open(str(root / "raw" / "test.src")).read().splitlines()[:16]
+    (raw / "test.src-tgt.src").write_text("".join(s.rsplit(" ", 1)[0] + " zzqx\n"
+                                                 for s in sources))
+    (raw / "test.src-tgt.tgt").write_text(
+        "".join(open(str(root / "raw" / "test.tgt")).read().splitlines(True)[:16]))
+    flags = ["--dataset-impl", "raw", "-s", "src", "-t", "tgt", "--unkpen", "-5"]
+    plain = _generate(str(raw), save_dir, *flags)
+    assert "<unk>" in " ".join(h[1] for h in _lines(plain, "H").values())
+    replaced = _generate(str(raw), save_dir, *flags, "--replace-unk", "",
+                         "--print-alignment", "hard")
+    hypotheses = " ".join(h[1] for h in _lines(replaced, "H").values())
+    assert "<unk>" not in hypotheses and "zzqx" in hypotheses
+    with pytest.raises(pipeline.FairseqCommandError, match="add --print-alignment hard"):
+        _generate(str(raw), save_dir, *flags, "--replace-unk", "")

@@ -1,5 +1,8 @@
-"""fairseq-fixed drops the last batch when it is not a multiple of 8; the plugin keeps it."""
+"""The fixes of memsizer_fairseq.fairseq_fixes: batches keep their last, smaller batch;
+--replace-unk reads the hard alignment fairseq-generate hands it."""
 import numpy as np
+import pytest
+from fairseq import utils
 from fairseq.data import data_utils
 
 import memsizer_fairseq  # noqa: F401  (applies the fix)
@@ -14,3 +17,14 @@ def test_every_index_is_batched_exactly_once():
     )
     assert sorted(np.concatenate(batches).tolist()) == list(range(100))
     assert [len(b) for b in batches] == [64, 32, 4]
+
+
+def test_replace_unk_reads_the_hard_alignment_pairs():
+    """fairseq-generate passes (source word, target word) pairs; <unk> takes its aligned source
+    word (or the dictionary's translation of it)."""
+    pairs = [(0, 0), (2, 1), (1, 2)]
+    assert utils.replace_unk("a <unk> c", "x y z", pairs, {}, "<unk>") == "a z c"
+    assert utils.replace_unk("a <unk> c", "x y z", pairs, {"z": "zed"}, "<unk>") == "a zed c"
+    assert utils.replace_unk("a b c", "x y z", [], {}, "<unk>") == "a b c"
+    with pytest.raises(ValueError, match="--print-alignment hard"):
+        utils.replace_unk("a <unk>", "x y", [], {}, "<unk>")

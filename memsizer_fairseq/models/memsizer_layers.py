@@ -63,6 +63,19 @@ class MemsizerDecoderLayer(TransformerDecoderLayerBase):
         self.memsizer = cfg.memsizer
         self.cross_attention = cross_attention
         super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
+        if cross_attention == "memsizer":
+            self.need_attn = False  # its weights cost a T x S product: only on request (below)
+
+    def forward(self, x, *args, need_attn: bool = False, need_head_weights: bool = False,
+                **kwargs):
+        """fairseq's layer. fairseq's decoder asks its alignment layer for attention weights at
+        every call; a Memsizer cross-attention computes them only when the layer's
+        ``need_attn`` is set, as ``make_generation_fast_(need_attn=True)`` does for
+        ``--print-alignment`` (or set it by hand). Softmax cross-attention is fairseq's."""
+        if self.cross_attention == "memsizer" and not self.need_attn:
+            need_attn = need_head_weights = False
+        return super().forward(x, *args, need_attn=need_attn,
+                               need_head_weights=need_head_weights, **kwargs)
 
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         if add_bias_kv or add_zero_attn:
