@@ -121,6 +121,9 @@ def test_the_papers_settings():
     assert lm.arch == "memsizer_lm_wiki103" and lm.tokens_per_sample == 512
     assert (lm.decoder_layers, lm.decoder_layerdrop) == (32, 0.2)
     assert (lm.causal_proj_dim, lm.q_init_scale, lm.kv_init_scale) == (32, 32.0, 1.0)
+    # the authors' command: dropout 0.2, NAG with the cosine schedule, fp16 from scale 8, seed 8
+    assert (lm.dropout, lm.optimizer, lm.lr_scheduler, lm.seed) == (0.2, "nag", "cosine", 8)
+    assert lm.fp16 and lm.fp16_init_scale == 8
 
 
 def test_missing_raw_files_name_the_expected_layout(tmp_path):
