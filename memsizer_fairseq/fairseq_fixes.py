@@ -4,6 +4,8 @@
 2. A resumed run is cut into other batches than the uninterrupted run
    (:func:`same_batches_after_resume`).
 3. ``fairseq-generate --replace-unk`` crashes for every model (:func:`replace_unk_from_pairs`).
+4. ``--diverse-beam-groups`` crashes for every model once sentence ids exceed the batch size
+   (:func:`diverse_beam_search_by_position`).
 
 Batch dropping:
 
@@ -21,7 +23,7 @@ import functools
 import inspect
 
 import numpy as np
-from fairseq import utils
+from fairseq import search, utils
 from fairseq.data import data_utils
 from fairseq.tasks import FairseqTask
 
@@ -135,8 +137,37 @@ def replace_unk_from_pairs():
         utils.replace_unk = _replacing_from_pairs(utils.replace_unk)
 
 
+def _by_position(step):
+    @functools.wraps(step)
+    def step_by_batch_position(self, step_number, lprobs, scores, prev_output_tokens=None,
+                               original_batch_idxs=None):
+        if original_batch_idxs is not None:
+            if step_number == 0:
+                self.first_step_ids = original_batch_idxs.clone()
+            # the row of each sentence in the first step's batch
+            original_batch_idxs = (original_batch_idxs.unsqueeze(1)
+                                   == self.first_step_ids.unsqueeze(0)).int().argmax(dim=1)
+        return step(self, step_number, lprobs, scores, prev_output_tokens, original_batch_idxs)
+
+    step_by_batch_position.by_position = True
+    return step_by_batch_position
+
+
+def diverse_beam_search_by_position():
+    """Patch ``fairseq.search.DiverseBeamSearch.step`` (idempotent).
+
+    It keeps one row of group overlaps per sentence of the batch (rows in the order of the first
+    step) but reads and writes them at ``original_batch_idxs``, which ``SequenceGenerator``
+    fills with the dataset's sentence ids: ``IndexError: index 90 is out of bounds for
+    dimension 0 with size 32`` from the second batch on. The ids are now mapped to their rows.
+    """
+    if not getattr(search.DiverseBeamSearch.step, "by_position", False):
+        search.DiverseBeamSearch.step = _by_position(search.DiverseBeamSearch.step)
+
+
 def install():
     """Install every fix (idempotent)."""
     keep_remainder_batches()
     same_batches_after_resume()
     replace_unk_from_pairs()
+    diverse_beam_search_by_position()

@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 
 import pytest
@@ -13,3 +14,73 @@ sys.path.insert(0, ROOT)
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+# The toy translation models shared by the end-to-end tests (trained once per session).
+TOY_MODEL = [
+    "--arch", "memsizer_transformer_tiny", "--encoder-embed-dim", "64",
+    "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+    "--decoder-ffn-embed-dim", "128", "--share-all-embeddings",
+]
+TOY_TRAIN = [
+    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3",
+    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "60",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--dropout", "0.1", "--max-tokens", "2048", "--seed", "3", "--cpu", "--num-workers", "0",
+    "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50",
+]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A Memsizer translation model trained on the toy task: (data-bin, save dir, root)."""
+    from memsizer_fairseq import pipeline
+    from memsizer_fairseq.toy_data import write_toy_translation
+
+    root = tmp_path_factory.mktemp("cli")
+    prefixes = write_toy_translation(
+        str(root / "raw"), {"train": 4000, "valid": 100, "test": 100}, seed=5
+    )
+    data = str(root / "bin")
+    pipeline.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
+    save_dir = str(root / "ckpt")
+    pipeline.run_fairseq(
+        "train",
+        [data, "--user-dir", pipeline.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update", "350",
+         "--save-dir", save_dir],
+        str(root / "train.log"),
+    )
+    return data, save_dir, root
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoints(trained):
+    """Checkpoints on the toy task's dictionary: the Memsizer model above, a Transformer and a
+    ``memsizer_lm`` trained on the target side (for shallow fusion); short runs."""
+    from memsizer_fairseq import pipeline
+
+    data, save_dir, root = trained
+    transformer = str(root / "transformer")
+    model = ["transformer_tiny" if flag == "memsizer_transformer_tiny" else flag
+             for flag in TOY_MODEL]
+    pipeline.run_fairseq("train", [data, *model, *TOY_TRAIN, "--max-update", "100",
+                                   "--save-dir", transformer], str(root / "transformer.log"))
+    # fairseq-generate --lm-path loads the LM's dictionary from the data directory: dict.txt
+    shutil.copy(os.path.join(data, "dict.tgt.txt"), os.path.join(data, "dict.txt"))
+    lm_data = str(root / "lm-bin")
+    pipeline.run_fairseq("preprocess", [
+        "--only-source", "--trainpref", root / "raw" / "train.tgt", "--validpref",
+        root / "raw" / "valid.tgt", "--srcdict", os.path.join(data, "dict.tgt.txt"),
+        "--destdir", lm_data, "--workers", "1"])
+    lm = str(root / "lm")
+    pipeline.run_fairseq("train", [
+        lm_data, "--user-dir", pipeline.USER_DIR, "--task", "language_modeling",
+        "--arch", "memsizer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "64",
+        "--decoder-ffn-embed-dim", "128", "--decoder-attention-heads", "2",
+        "--tokens-per-sample", "64", "--sample-break-mode", "eos", "--optimizer", "adam",
+        "--lr", "3e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "20",
+        "--max-tokens", "1024", "--max-update", "60", "--cpu", "--num-workers", "0",
+        "--save-dir", lm, "--no-epoch-checkpoints", "--seed", "1"], str(root / "lm.log"))
+    return {"memsizer": os.path.join(save_dir, "checkpoint_best.pt"),
+            "transformer": os.path.join(transformer, "checkpoint_last.pt"),
+            "lm": os.path.join(lm, "checkpoint_last.pt"), "data": data, "root": root}

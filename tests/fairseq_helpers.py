@@ -33,3 +33,27 @@ def build_translation_model(data_dir, arch, extra=()):
     task = tasks.setup_task(cfg.task)
     model = task.build_model(cfg.model)
     return model, task, args, cfg
+
+
+def run_in_process(tool: str, args, stdin: str = None) -> str:
+    """fairseq-generate / -interactive in this process (no interpreter start-up): their
+    standard output. Errors propagate as exceptions."""
+    import contextlib
+    import io
+    import sys
+
+    from fairseq_cli import generate, interactive
+
+    parser = options.get_generation_parser(interactive=tool == "interactive")
+    parsed = options.parse_args_and_arch(parser, [str(a) for a in args])
+    main = {"generate": generate.main, "interactive": interactive.cli_main_args
+            if hasattr(interactive, "cli_main_args") else interactive.main}[tool]
+    out, previous_stdin = io.StringIO(), sys.stdin
+    try:
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        with contextlib.redirect_stdout(out):
+            main(convert_namespace_to_omegaconf(parsed))
+    finally:
+        sys.stdin = previous_stdin
+    return out.getvalue()

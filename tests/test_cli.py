@@ -5,39 +5,10 @@ import pytest
 
 from memsizer_fairseq import pipeline
 from memsizer_fairseq.benchmark.alignment import accuracy, hard_alignments
-from memsizer_fairseq.toy_data import read_alignments, write_toy_translation
+from memsizer_fairseq.toy_data import read_alignments
+from conftest import TOY_MODEL, TOY_TRAIN
 
-MODEL = [
-    "--arch", "memsizer_transformer_tiny", "--encoder-embed-dim", "64",
-    "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
-    "--decoder-ffn-embed-dim", "128", "--share-all-embeddings",
-]
-TRAIN = [
-    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3",
-    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "60",
-    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-    "--dropout", "0.1", "--max-tokens", "2048", "--seed", "3", "--cpu", "--num-workers", "0",
-    "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50",
-]
 BLEU_FLOOR = 40.0
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    prefixes = write_toy_translation(
-        str(root / "raw"), {"train": 4000, "valid": 100, "test": 100}, seed=5
-    )
-    data = str(root / "bin")
-    pipeline.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
-    save_dir = str(root / "ckpt")
-    pipeline.run_fairseq(
-        "train",
-        [data, "--user-dir", pipeline.USER_DIR, *MODEL, *TRAIN, "--max-update", "350",
-         "--save-dir", save_dir],
-        str(root / "train.log"),
-    )
-    return data, save_dir, root
 
 
 def test_generate_beam4_learns_and_reloads_checkpoint(trained):
@@ -99,7 +70,7 @@ def test_training_resumes_from_its_last_checkpoint(trained):
     data, save_dir, root = trained
     output = pipeline.run_fairseq(
         "train",
-        [data, "--user-dir", pipeline.USER_DIR, *MODEL, *TRAIN, "--max-update", "360",
+        [data, "--user-dir", pipeline.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update", "360",
          "--save-dir", save_dir],
         str(root / "resume.log"),
     )
