@@ -190,6 +190,16 @@ def test_bad_memsizer_flags_are_refused(dict_dir):
         parse_cli(dict_dir, "--arch", "memsizer_lm", "--causal-proj-dim", "0")
     with pytest.raises(ValueError, match="--cross-attention has no meaning"):
         make_lm(cross_attention="softmax")
+    # NormFormer: scaling the attention output and the feed-forward works, per-head scales
+    # have no heads to act on
+    for flag in ("--scale-attn", "--scale-fc"):
+        args = parse_cli(dict_dir, "--arch", "memsizer_lm", "--decoder-embed-dim", "32",
+                         "--decoder-attention-heads", "4", "--decoder-layers", "1", flag)
+        model = tasks.setup_task(args).build_model(args)
+        assert model(random_tokens(model.decoder.dictionary, 2, 5))[0].shape[:2] == (2, 5)
+    args = parse_cli(dict_dir, "--arch", "memsizer_lm", "--scale-heads")
+    with pytest.raises(ValueError, match="--scale-heads is not supported"):
+        tasks.setup_task(args).build_model(args)
 
 
 # -- 2. the causal training forms against the definition and the reference ---------------------
