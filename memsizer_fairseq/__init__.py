@@ -6,6 +6,10 @@ checkpoint writes crash-safe and installs the fixes of :mod:`.fairseq_fixes`.
 """
 __version__ = "0.1.0"
 
+from .quiet_import import import_fairseq_quietly  # noqa: E402
+
+import_fairseq_quietly()
+
 from . import checkpoint_safety  # noqa: E402
 
 checkpoint_safety.allow_fairseq_checkpoint_types()

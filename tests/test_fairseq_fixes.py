@@ -28,3 +28,15 @@ def test_replace_unk_reads_the_hard_alignment_pairs():
     assert utils.replace_unk("a b c", "x y z", [], {}, "<unk>") == "a b c"
     with pytest.raises(ValueError, match="--print-alignment hard"):
         utils.replace_unk("a <unk>", "x y", [], {}, "<unk>")
+
+
+def test_importing_the_plugin_first_keeps_the_terminal_quiet():
+    """fairseq's import logs a tensorboardX notice and configures the root logger at DEBUG;
+    imported through the plugin it does neither."""
+    import subprocess
+    import sys
+
+    code = ("import logging, memsizer_fairseq; root = logging.getLogger(); "
+            "assert not root.handlers and root.level == logging.WARNING, root")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
