@@ -29,6 +29,7 @@ Each attention layer that becomes Memsizer attention gets:
 import argparse
 import copy
 import os
+import pickle
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -226,11 +227,26 @@ def convert_state(state: Dict, overrides: Optional[Dict] = None, attention_init:
 
 
 def load_checkpoint(path: str) -> Dict:
+    """A fairseq checkpoint (a dict with ``model`` and ``cfg`` or ``args``), loaded with torch's
+    safe unpickler; anything else is refused with a ConversionError naming the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
     import memsizer_fairseq  # noqa: F401  (the safe loader's allowlist)
 
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConversionError(
+            f"{path} is not a fairseq checkpoint: torch's safe loader refused it (not a torch "
+            "file, or it holds objects a fairseq checkpoint does not)") from None
+    except Exception as error:  # a truncated file, ...
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0]
+        raise ConversionError(f"{path} is not a readable checkpoint ({reason})") from None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict)
+            and (state.get("cfg") is not None or state.get("args") is not None)):
+        raise ConversionError(f"{path} is not a fairseq checkpoint (it has no model parameters "
+                              "and configuration: 'model' and 'cfg' / 'args')")
+    return state
 
 
 def convert_checkpoint(source: str, target: str, overrides: Optional[Dict] = None,
@@ -239,7 +255,13 @@ def convert_checkpoint(source: str, target: str, overrides: Optional[Dict] = Non
 
     new_state, report = convert_state(load_checkpoint(source), overrides, attention_init, seed)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    checkpoint_utils.torch_persistent_save(new_state, target)
+    partial = f"{target}.{os.getpid()}.tmp"  # a killed conversion leaves no truncated target
+    try:
+        checkpoint_utils.torch_persistent_save(new_state, partial)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     report["arch"] = [new_state["cfg"]["model"].arch]
     return report
 

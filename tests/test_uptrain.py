@@ -49,3 +49,25 @@ def test_conversion_keeps_softmax_cross_attention_bit_for_bit(transformer_state,
     memsizer.load_state_dict(model, strict=True)
     for i, layer in enumerate(memsizer.decoder.layers):
         assert isinstance(layer.encoder_attn, MemsizerAttention) == (i not in softmax_layers)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("text", "is not a fairseq checkpoint: torch's safe loader refused it"),
+    ("truncated", "is not a readable checkpoint (PytorchStreamReader"),
+    ("plain dict", "is not a fairseq checkpoint (it has no model parameters"),
+])
+def test_command_refuses_files_that_are_not_fairseq_checkpoints(tmp_path, capsys, content,
+                                                                message):
+    from memsizer_fairseq.uptrain import main
+
+    source, target = tmp_path / "in.pt", tmp_path / "out.pt"
+    if content == "text":
+        source.write_text("garbage\n")
+    else:
+        torch.save({"weights": torch.zeros(2000)}, str(source))
+        if content == "truncated":
+            source.write_bytes(source.read_bytes()[:1000])
+    assert main([str(source), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == [source]  # nothing written
