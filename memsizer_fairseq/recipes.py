@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from . import pipeline
+from .corpus_checks import check_corpus
 from .synthetic_corpora import write_toy_corpus
 
 Value = Union[None, bool, int, float, str]
@@ -355,12 +356,19 @@ class Runner:
             if not self.dry_run:
                 write_toy_corpus(self.recipe.corpus, self.raw_dir, self.recipe.tiny.sizes,
                                  src=self.recipe.src, tgt=self.recipe.tgt)
-        missing = [p for p in self.recipe.raw_files(self.raw_dir) if not os.path.exists(p)]
+        self.check_raw()
+
+    def check_raw(self):
+        """Refuse missing or unusable raw files (before anything is written)."""
+        files = self.recipe.raw_files(self.raw_dir)
+        missing = [p for p in files if not os.path.exists(p)]
         if missing and not self.dry_run:
             raise FileNotFoundError(
                 f"{self.recipe.name}: missing raw files {missing}; expected in --raw-dir: "
                 f"{self.recipe.layout}"
             )
+        if not self.dry_run:  # readable UTF-8 text, parallel sides of equal length
+            check_corpus(files, list(zip(files[::2], files[1::2])) if self.recipe.src else [])
 
     def step_spm(self):
         vocab = self.spm_vocab()
@@ -415,6 +423,8 @@ class Runner:
         if not self.dry_run:
             if self.tiny:
                 self.fresh_start()
+            elif not self.binarized():
+                self.check_raw()
             os.makedirs(self.work_dir, exist_ok=True)
         if not self.dry_run and not self.tiny and self.binarized():
             # a second run on real data: keep the binarized data, resume training
@@ -583,7 +593,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[RecipeResult]:
                     workers=args.workers, dry_run=args.dry_run,
                     extra_train=shlex.split(args.train_args),
                     extra_evaluate=shlex.split(args.evaluate_args))
-    return runner.run()
+    try:
+        return runner.run()
+    except (FileNotFoundError, ValueError, pipeline.FairseqCommandError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

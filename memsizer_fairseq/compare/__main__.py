@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .. import pipeline
 from ..recipes import REPO_ROOT
+from .data import check_raw_dir
 from .report import load_states, write_report
 from .runner import Comparison
 from .settings import TASKS
@@ -89,6 +90,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="fine-tuning updates of --uptrain (default: a quarter of --max-update)")
     parser.add_argument("--attention-init", choices=("svd", "paper"), default="svd",
                         help="--uptrain: how Memsizer's slot projections start (see uptrain.py)")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help="sentencepiece vocabulary (default: the task's, 8000, lowered to "
+                             "what a small corpus allows)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads in all (default: every core)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
@@ -106,7 +110,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         parser.error(f"--frontier: each NAME once, got {', '.join(repeated)} more than once")
-    for flag in ("max_update", "uptrain_updates", "threads"):
+    for flag in ("max_update", "uptrain_updates", "threads", "vocab_size"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive, got {value}")
@@ -125,6 +129,18 @@ def raw_dir_for(args, task: str) -> Optional[str]:
     return os.path.join(root, TASKS[task].corpus)
 
 
+def _remove_unfinished(created: List[str], parent: Optional[str]):
+    """A refused run leaves no trace: the task directories it made that hold no finished stage
+    beyond the data, and the work directory if it made it and it is then empty."""
+    for name, state in load_states([(os.path.basename(d), d) for d in created]).items():
+        if set(state.get("stages", {})) - {"data"}:
+            created = [d for d in created if os.path.basename(d) != name]
+    for work_dir in created:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if parent and os.path.isdir(parent) and not os.listdir(parent):
+        os.rmdir(parent)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.device is None:
@@ -135,11 +151,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     command = "python -m memsizer_fairseq.compare " + shlex.join(
         list(argv) if argv is not None else sys.argv[1:])
     work_dirs: List = []
+    created: List[str] = []  # task work directories this run made
+    parent_existed = os.path.isdir(args.work_dir)
     try:
+        for name in args.tasks:  # every input checked before anything is written
+            raw_dir = raw_dir_for(args, name)
+            if raw_dir is not None:
+                check_raw_dir(TASKS[name], raw_dir)
         for name in args.tasks:
             work_dir = os.path.join(args.work_dir, name)
             if args.restart and os.path.isdir(work_dir):
                 shutil.rmtree(work_dir)
+            if not os.path.isdir(work_dir):
+                created.append(work_dir)
             comparison = Comparison(
                 TASKS[name], work_dir, raw_dir=raw_dir_for(args, name), tiny=args.tiny,
                 max_update=args.max_update, memsizer_args=shlex.split(args.memsizer_args),
@@ -148,7 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 uptrain=args.uptrain is not None and (not args.uptrain or name in args.uptrain),
                 uptrain_updates=args.uptrain_updates,
                 attention_init=args.attention_init, threads=args.threads, device=args.device,
-                progress=not args.no_progress, evaluate_again=args.evaluate_again)
+                progress=not args.no_progress, evaluate_again=args.evaluate_again,
+                vocab_size=args.vocab_size)
             work_dirs.append((name, work_dir))
             comparison.run()
     except KeyboardInterrupt:
@@ -158,9 +183,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, pipeline.FairseqCommandError) as error:
         pipeline.stop_running_tools()
         print(f"error: {error}", file=sys.stderr)
+        _remove_unfinished(created, None if parent_existed else args.work_dir)
         return 2
     finally:
-        states = load_states(work_dirs)
+        # a report only of tasks with a finished stage beyond the data (no empty report)
+        states = {name: state for name, state in load_states(work_dirs).items()
+                  if set(state.get("stages", {})) - {"data"}}
         if states:
             threads = args.threads or os.cpu_count() or 1
             report = write_report(states, args.work_dir, command, threads, args.device,

@@ -6,10 +6,12 @@ separated by a blank line), with splits ``train``, ``valid`` and ``test``.
 """
 import itertools
 import os
+import re
 import shutil
 from typing import Dict, List, Optional
 
 from .. import pipeline
+from ..corpus_checks import check_corpus
 from ..recipes import encode_file
 from ..synthetic_corpora import write_toy_summarization, write_toy_wikitext
 from ..toy_data import write_toy_translation
@@ -30,7 +32,9 @@ def raw_files(task: TaskSettings, raw_dir: str) -> List[str]:
     return [os.path.join(raw_dir, f"{split}.txt") for split in SPLITS]
 
 
-def check_raw_dir(task: TaskSettings, raw_dir: str):
+def check_raw_dir(task: TaskSettings, raw_dir: str) -> Dict[str, int]:
+    """Refuse a raw directory that lacks a file, or holds unusable text (see corpus_checks);
+    returns each file's line count."""
     missing = [p for p in raw_files(task, raw_dir) if not os.path.isfile(p)]
     if missing:
         layout = (f"{{train,valid,test}}.{task.src} and .{task.tgt}" if task.paired
@@ -38,6 +42,9 @@ def check_raw_dir(task: TaskSettings, raw_dir: str):
         raise FileNotFoundError(
             f"{task.name}: the raw data directory {raw_dir} lacks {', '.join(missing)}; "
             f"it must hold {layout} (plain text, one item per line)")
+    files = raw_files(task, raw_dir)
+    pairs = list(zip(files[::2], files[1::2])) if task.paired else []
+    return check_corpus(files, pairs)
 
 
 def write_tiny_corpus(task: TaskSettings, raw_dir: str, seed: int = 1):
@@ -58,6 +65,18 @@ def copy_head(source: str, target: str, lines: Optional[int]):
         fout.writelines(itertools.islice(fin, lines))
 
 
+_VOCAB_TOO_HIGH = re.compile(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)")
+
+
+class VocabularyTooLarge(ValueError):
+    """The training text has fewer pieces than the vocabulary asked for."""
+
+    def __init__(self, asked: int, allowed: int, inputs: List[str]):
+        super().__init__(f"a sentencepiece vocabulary of {asked} is more than the training text "
+                         f"({', '.join(inputs)}) allows: at most {allowed}")
+        self.asked, self.allowed = asked, allowed
+
+
 def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: int,
                         valid_lines: Optional[int], hard_vocab_limit: bool = True,
                         workers: int = 1) -> str:
@@ -69,11 +88,17 @@ def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: i
     exts = (task.src, task.tgt) if task.paired else ("txt",)
     inputs = [os.path.join(raw_dir, f"train.{ext}") for ext in exts]
     prefix = os.path.join(spm_dir, "spm")
-    spm.SentencePieceTrainer.train(
-        input=inputs, model_prefix=prefix, model_type="bpe", vocab_size=vocab,
-        character_coverage=1.0, input_sentence_size=2_000_000, shuffle_input_sentence=True,
-        hard_vocab_limit=hard_vocab_limit, num_threads=max(1, workers), minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            input=inputs, model_prefix=prefix, model_type="bpe", vocab_size=vocab,
+            character_coverage=1.0, input_sentence_size=2_000_000, shuffle_input_sentence=True,
+            hard_vocab_limit=hard_vocab_limit, num_threads=max(1, workers), minloglevel=2,
+        )
+    except RuntimeError as error:
+        allowed = _VOCAB_TOO_HIGH.search(str(error))
+        if allowed is None:
+            raise
+        raise VocabularyTooLarge(vocab, int(allowed.group(1)), inputs) from None
     processor = spm.SentencePieceProcessor(model_file=prefix + ".model")
     for split in SPLITS:
         for ext in exts:

@@ -147,7 +147,7 @@ class Comparison:
                  frontier: Optional[Dict[str, List[str]]] = None, uptrain: bool = False,
                  uptrain_updates: Optional[int] = None, attention_init: str = "svd",
                  threads: Optional[int] = None, device: str = "cpu", progress: bool = True,
-                 evaluate_again: bool = False, out=None):
+                 evaluate_again: bool = False, vocab_size: Optional[int] = None, out=None):
         if not tiny and not raw_dir:
             raise ValueError(f"{task.name}: give the raw data directory (or use --tiny)")
         self.task = task
@@ -164,6 +164,7 @@ class Comparison:
         self.uptrain = uptrain
         self.uptrain_updates = uptrain_updates or max(self.max_update // 4, 1)
         self.attention_init = attention_init
+        self.vocab_size = vocab_size  # None: the task's, or as large as the corpus allows
         self.threads = threads or os.cpu_count() or 1
         self.device = device
         self.progress = progress
@@ -185,6 +186,7 @@ class Comparison:
                 "frontier": self.frontier,
                 "uptrain_updates": self.uptrain_updates if self.uptrain else None,
                 "attention_init": self.attention_init if self.uptrain else None,
+                "vocab_size": self.vocab_size,
                 "shared_train_flags": {flag: str(value) for flag, value in
                                        self._shared_flags().items()
                                        if value is not None and value is not False}}
@@ -370,11 +372,20 @@ class Comparison:
                 shutil.rmtree(self.raw_dir)
             data.write_tiny_corpus(self.task, self.raw_dir)
         data.check_raw_dir(self.task, self.raw_dir)
-        data.learn_and_apply_spm(self.task, self.raw_dir, self.spm_dir, self.budget.spm_vocab,
-                                 self.budget.valid_lines, hard_vocab_limit=not self.tiny,
-                                 workers=self.threads)
+        vocab = self.vocab_size or self.budget.spm_vocab
+        try:
+            data.learn_and_apply_spm(self.task, self.raw_dir, self.spm_dir, vocab,
+                                     self.budget.valid_lines, hard_vocab_limit=not self.tiny,
+                                     workers=self.threads)
+        except data.VocabularyTooLarge as error:
+            if self.vocab_size:  # asked for: refuse
+                raise ValueError(f"--vocab-size: {error}") from None
+            vocab = error.allowed  # the task's default: as large as the corpus allows
+            self.say(f"[{self.task.name}] {error}; using {vocab} (--vocab-size chooses)")
+            data.learn_and_apply_spm(self.task, self.raw_dir, self.spm_dir, vocab,
+                                     self.budget.valid_lines, workers=self.threads)
         data.binarize(self.task, self.spm_dir, self.data_bin, workers=self.threads)
-        return data.corpus_stats(self.task, self.spm_dir)
+        return dict(data.corpus_stats(self.task, self.spm_dir), spm_vocab=vocab)
 
     def _shared_flags(self) -> Args:
         """The training flags both models get (task, schedule, model size)."""
