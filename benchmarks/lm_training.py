@@ -16,8 +16,9 @@ on CPU the growth of the child's peak resident set (``getrusage`` maxrss, which 
 the child's current size on fork) over its resident set just before the first training step; on
 CUDA ``torch.cuda.max_memory_allocated`` over the memory held before it. The children are
 interleaved -- all configurations of one length, then the next length, and with ``--rounds 2`` a
-second pass in the opposite order -- and the ratios come from this one run. A training step is forward, cross-entropy over the vocabulary, backward and an Adam
-update; its time is the median over the timed steps (after warm-up steps).
+second pass in the opposite order -- and the ratios come from this one run. A training step is
+forward, cross-entropy over the vocabulary, backward and an Adam update; its time is the median
+over the timed steps (after warm-up steps).
 
     python benchmarks/lm_training.py                       # 512 .. 8192, d 256, 2 layers, CPU
     python benchmarks/lm_training.py --quick               # a few seconds

@@ -12,7 +12,8 @@ def slot_distribution(module, x_t):
     return torch.stack([F.softmax(logits[h], dim=-1) for h in range(module.num_heads)]).mean(0)
 
 
-def reference_attention(module, query, source=None, query_pad=None, source_pad=None, slot_probs=None):
+def reference_attention(module, query, source=None, query_pad=None, source_pad=None,
+                        slot_probs=None):
     """Output ``T x B x d`` of Memsizer for query ``T x B x d``.
 
     Causal modules read ``M_t = t^(-1/2) sum_{j<=t, j not pad} l_j r_j^T`` with t the number of

@@ -1,4 +1,5 @@
 """The benchmark command runs in --quick mode and its JSON holds every field."""
+
 import json
 import os
 import subprocess
@@ -10,9 +11,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
     out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "-m", "memsizer_fairseq.benchmark", "--quick", "--threads", "1",
-         "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "memsizer_fairseq.benchmark",
+            "--quick",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((out / "benchmark.json").read_text())
@@ -20,10 +32,17 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
     sections = {row["section"] for row in result["rows"]}
     assert sections == {"decode", "beam", "train"}
     kinds = {(row["section"], row["kind"]) for row in result["rows"]}
-    assert {("decode", "memsizer"), ("decode", "transformer"), ("decode", "no-attention"),
-            ("beam", "memsizer"), ("beam", "memsizer-softmax-cross"), ("beam", "transformer"),
-            ("train", "memsizer"),
-            ("train", "transformer"), ("train", "memsizer-authors")} <= kinds
+    assert {
+        ("decode", "memsizer"),
+        ("decode", "transformer"),
+        ("decode", "no-attention"),
+        ("beam", "memsizer"),
+        ("beam", "memsizer-softmax-cross"),
+        ("beam", "transformer"),
+        ("train", "memsizer"),
+        ("train", "transformer"),
+        ("train", "memsizer-authors"),
+    } <= kinds
     for row in result["rows"]:
         assert row["time"]["min"] > 0 and row["time"]["n"] == result["config"]["repeats"]
         assert "peak_bytes" in row
@@ -35,10 +54,19 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
             assert row["state_bytes_per_sentence"] > 0
     decode = {(r["kind"], r["prefix_len"]): r for r in result["rows"] if r["section"] == "decode"}
     # Memsizer's state does not grow with the prefix; softmax attention's cache does.
-    assert decode[("memsizer", 16)]["state_bytes_per_sentence"] == decode[("memsizer", 64)]["state_bytes_per_sentence"]
-    assert decode[("transformer", 64)]["state_bytes_per_sentence"] > decode[("transformer", 16)]["state_bytes_per_sentence"]
-    beam = {(r["kind"], r["batch"]): r["state_bytes_per_sentence"] for r in result["rows"]
-            if r["section"] == "beam"}
+    assert (
+        decode[("memsizer", 16)]["state_bytes_per_sentence"]
+        == decode[("memsizer", 64)]["state_bytes_per_sentence"]
+    )
+    assert (
+        decode[("transformer", 64)]["state_bytes_per_sentence"]
+        > decode[("transformer", 16)]["state_bytes_per_sentence"]
+    )
+    beam = {
+        (r["kind"], r["batch"]): r["state_bytes_per_sentence"]
+        for r in result["rows"]
+        if r["section"] == "beam"
+    }
     # softmax cross-attention caches every source position of every beam
     assert beam[("memsizer-softmax-cross", 1)] > beam[("memsizer", 1)]
     for name in ("benchmark.md", "decode.png", "beam.png", "train.png"):
@@ -52,16 +80,23 @@ def test_read_init_gain_scales_the_initial_read_exactly():
 
     from memsizer_fairseq.modules import MemsizerAttention
 
-    x, source = torch.randn(5, 2, 16, dtype=torch.float64), torch.randn(7, 2, 16,
-                                                                         dtype=torch.float64)
+    x, source = (
+        torch.randn(5, 2, 16, dtype=torch.float64),
+        torch.randn(7, 2, 16, dtype=torch.float64),
+    )
     for role in ("causal", "cross"):
         outputs = []
         for gain in (1.0, 3.0):
             torch.manual_seed(0)
-            module = MemsizerAttention(16, 2, 8, causal=role == "causal",
-                                       self_attention=role == "causal",
-                                       encoder_decoder_attention=role == "cross",
-                                       read_init_gain=gain).double()
+            module = MemsizerAttention(
+                16,
+                2,
+                8,
+                causal=role == "causal",
+                self_attention=role == "causal",
+                encoder_decoder_attention=role == "cross",
+                read_init_gain=gain,
+            ).double()
             assert torch.all(module.r_norm.weight == gain)
             written = x if role == "causal" else source
             outputs.append(module(x, written, written)[0])

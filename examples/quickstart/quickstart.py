@@ -81,10 +81,11 @@ def main(argv=None):
     print()
     print(f"Toy translation, {args.test_size} test sentences, {args.updates} updates each, "
           f"same size (2+2 layers, d=128), beam 4, CPU")
-    print(f"| model | BLEU | decode time (s) | sentences/s | tokens/s | train time (s) |")
-    print(f"|---|---|---|---|---|---|")
+    print("| model | BLEU | decode time (s) | sentences/s | tokens/s | train time (s) |")
+    print("|---|---|---|---|---|---|")
     for arch, bleu, seconds, sps, tps, train_seconds in rows:
-        print(f"| {arch} | {bleu:.2f} | {seconds:.2f} | {sps:.1f} | {tps:.1f} | {train_seconds:.0f} |")
+        print(f"| {arch} | {bleu:.2f} | {seconds:.2f} | {sps:.1f} | {tps:.1f} "
+              f"| {train_seconds:.0f} |")
     speedup = rows[1][2] / rows[0][2] if rows[0][2] else float("nan")
     print(f"\nMemsizer decodes {speedup:.2f}x as fast as the Transformer "
           f"(decode time ratio, same run). Logs and checkpoints: {args.workdir}")

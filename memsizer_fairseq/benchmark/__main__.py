@@ -7,6 +7,7 @@ and transformer), training steps against length (also the authors' quadratic for
 incremental-state bytes per sentence and peak memory. Writes benchmark.json, benchmark.md and
 PNG plots into --out.
 """
+
 import argparse
 import json
 import logging
@@ -31,16 +32,21 @@ QUICK = dict(prefix_lengths=[16, 64], out_lengths=[8], beam_batches=[1, 2], trai
 def machine(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} CPU cores, torch {torch.__version__}"
 
 
 def parse(argv=None):
-    p = argparse.ArgumentParser(prog="python -m memsizer_fairseq.benchmark", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m memsizer_fairseq.benchmark", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--out", default="runs/benchmark", help="output folder")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", default="fp32", choices=sorted(runner.DTYPES))
     p.add_argument("--quick", action="store_true", help="tiny sizes, seconds (CI)")
-    p.add_argument("--sections", default="decode,beam,train", help="comma list of decode,beam,train")
+    p.add_argument(
+        "--sections", default="decode,beam,train", help="comma list of decode,beam,train"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--layers", type=int, default=4)
@@ -51,8 +57,12 @@ def parse(argv=None):
     p.add_argument("--beam", type=int, default=4)
     p.add_argument("--src-len", type=int, default=32)
     p.add_argument("--train-batch", type=int, default=1)
-    p.add_argument("--authors-max-len", type=int, default=None,
-                   help="longest length for the authors' O(T^2 k d) form (default 2048 on CPU, 8192 on GPU)")
+    p.add_argument(
+        "--authors-max-len",
+        type=int,
+        default=None,
+        help="longest length for the authors' O(T^2 k d) form (default 2048 on CPU, 8192 on GPU)",
+    )
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     for name in FULL:
         p.add_argument("--" + name.replace("_", "-"), type=lambda s: [int(x) for x in s.split(",")])
@@ -70,12 +80,32 @@ def main(argv=None):
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
     if args.quick:
-        args.dim, args.layers, args.heads, args.vocab = min(args.dim, 64), min(args.layers, 2), min(args.heads, 4), min(args.vocab, 200)
-        args.repeats, args.steps, args.batch = min(args.repeats, 2), min(args.steps, 4), min(args.batch, 2)
+        args.dim, args.layers, args.heads, args.vocab = (
+            min(args.dim, 64),
+            min(args.layers, 2),
+            min(args.heads, 4),
+            min(args.vocab, 200),
+        )
+        args.repeats, args.steps, args.batch = (
+            min(args.repeats, 2),
+            min(args.steps, 4),
+            min(args.batch, 2),
+        )
     cfg = dict(
-        sizes, device=args.device, dtype=args.dtype, repeats=args.repeats, dim=args.dim,
-        layers=args.layers, heads=args.heads, vocab=args.vocab, batch=args.batch, steps=args.steps,
-        beam=args.beam, src_len=args.src_len, train_batch=args.train_batch, threads=args.threads,
+        sizes,
+        device=args.device,
+        dtype=args.dtype,
+        repeats=args.repeats,
+        dim=args.dim,
+        layers=args.layers,
+        heads=args.heads,
+        vocab=args.vocab,
+        batch=args.batch,
+        steps=args.steps,
+        beam=args.beam,
+        src_len=args.src_len,
+        train_batch=args.train_batch,
+        threads=args.threads,
         sections=args.sections.split(","),
         authors_max_len=args.authors_max_len or (8192 if args.device.startswith("cuda") else 2048),
     )
@@ -94,7 +124,13 @@ def main(argv=None):
         f.write(text)
     written = report.plots(result, args.out)
     print(text)
-    print("wrote", ", ".join([os.path.join(args.out, "benchmark.json"), os.path.join(args.out, "benchmark.md")] + written))
+    print(
+        "wrote",
+        ", ".join(
+            [os.path.join(args.out, "benchmark.json"), os.path.join(args.out, "benchmark.md")]
+            + written
+        ),
+    )
 
 
 if __name__ == "__main__":

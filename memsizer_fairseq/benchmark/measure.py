@@ -1,4 +1,5 @@
 """Timing and memory measurements, one function per quantity the benchmark reports."""
+
 import gc
 import time
 from typing import Callable, Dict, List
@@ -95,7 +96,9 @@ def _grow_state_to(incremental_state: Dict, prefix_len: int):
 def decode_step_time(model, prefix_len: int, batch: int, steps: int, device) -> Dict:
     """Per-token time of incremental decoding after a ``prefix_len``-token prefix (LM decoder)."""
     vocab = model.decoder.dictionary
-    tokens = torch.randint(vocab.nspecial, len(vocab), (batch, prefix_len + steps + 1), device=device)
+    tokens = torch.randint(
+        vocab.nspecial, len(vocab), (batch, prefix_len + steps + 1), device=device
+    )
     state: Dict = {}
     model.decoder(tokens[:, :1], incremental_state=state)
     _grow_state_to(state, prefix_len)
@@ -115,14 +118,20 @@ def decode_step_time(model, prefix_len: int, batch: int, steps: int, device) -> 
 
 
 @torch.no_grad()
-def beam_search_time(model, src_len: int, out_len: int, batch: int, beam: int, device,
-                      with_state: bool = True) -> Dict:
+def beam_search_time(
+    model, src_len: int, out_len: int, batch: int, beam: int, device, with_state: bool = True
+) -> Dict:
     """fairseq's SequenceGenerator producing exactly ``out_len`` tokens per sentence;
     ``with_state`` also measures the decoding state (one more, untimed, generation)."""
     vocab = model.decoder.dictionary
     src = torch.randint(vocab.nspecial, len(vocab), (batch, src_len), device=device)
     src[:, -1] = vocab.eos()
-    sample = {"net_input": {"src_tokens": src, "src_lengths": torch.full((batch,), src_len, device=device)}}
+    sample = {
+        "net_input": {
+            "src_tokens": src,
+            "src_lengths": torch.full((batch,), src_len, device=device),
+        }
+    }
     generator = SequenceGenerator(
         [model], vocab, beam_size=beam, max_len_a=0, max_len_b=out_len, min_len=out_len
     )
@@ -184,4 +193,8 @@ def train_step_time(model, seq_len: int, batch: int, device) -> Dict:
 def summarize(samples: List[float]) -> Dict:
     """Minimum and spread ((max - min) / min) of repeated timings."""
     best = min(samples)
-    return {"min": best, "spread": (max(samples) - best) / best if best > 0 else 0.0, "n": len(samples)}
+    return {
+        "min": best,
+        "spread": (max(samples) - best) / best if best > 0 else 0.0,
+        "n": len(samples),
+    }

@@ -1,4 +1,5 @@
 """Markdown tables, target checks and PNG plots from the benchmark's rows."""
+
 import os
 from typing import Dict, List, Optional
 
@@ -47,25 +48,35 @@ def beam_table(rows: List[Dict]) -> List[str]:
     kinds = ("memsizer", "memsizer-softmax-cross", "transformer")
     out = [
         "| output length | batch | sent/s: " + " / ".join(kinds) + " | speed-up over transformer: "
-        "memsizer / memsizer-softmax-cross | state KiB per sentence: " + " / ".join(kinds)
-        + " | peak MiB: " + " / ".join(kinds) + " |",
+        "memsizer / memsizer-softmax-cross | state KiB per sentence: "
+        + " / ".join(kinds)
+        + " | peak MiB: "
+        + " / ".join(kinds)
+        + " |",
         "|---|---|---|---|---|---|",
     ]
     keys = sorted({(r["out_len"], r["batch"]) for r in rows if r["section"] == "beam"})
     for out_len, batch in keys:
-        found = [_find(rows, section="beam", kind=kind, out_len=out_len, batch=batch)
-                 for kind in kinds]
+        found = [
+            _find(rows, section="beam", kind=kind, out_len=out_len, batch=batch) for kind in kinds
+        ]
         if any(row is None for row in found):
             continue
         *memsizers, t = found
         state = " / ".join(
-            "n/a" if row.get("state_bytes_per_sentence") is None
-            else f"{row['state_bytes_per_sentence'] / 2**10:.0f}" for row in found)
+            "n/a"
+            if row.get("state_bytes_per_sentence") is None
+            else f"{row['state_bytes_per_sentence'] / 2**10:.0f}"
+            for row in found
+        )
         out.append(
             f"| {out_len} | {batch} | "
             + " / ".join(f"{row['sentences_per_second']:.2f}" for row in found)
-            + " | " + " / ".join(f"{_ratio(_t(t), _t(m)):.2f}x" for m in memsizers)
-            + f" | {state} | " + " / ".join(_mib(row.get("peak_bytes")) for row in found) + " |"
+            + " | "
+            + " / ".join(f"{_ratio(_t(t), _t(m)):.2f}x" for m in memsizers)
+            + f" | {state} | "
+            + " / ".join(_mib(row.get("peak_bytes")) for row in found)
+            + " |"
         )
     return out
 
@@ -73,7 +84,8 @@ def beam_table(rows: List[Dict]) -> List[str]:
 def train_table(rows: List[Dict]) -> List[str]:
     out = [
         "| length | memsizer s/step | transformer s/step | authors' form s/step "
-        "| transformer / memsizer | authors / memsizer | peak MiB memsizer / transformer / authors |",
+        "| transformer / memsizer | authors / memsizer "
+        "| peak MiB memsizer / transformer / authors |",
         "|---|---|---|---|---|---|---|",
     ]
     for length in sorted({r["seq_len"] for r in rows if r["section"] == "train"}):
@@ -99,22 +111,54 @@ def targets(rows: List[Dict]) -> List[Dict]:
     n1k = _find(rows, section="decode", kind="no-attention", prefix_len=1024)
     if m64 and m1k:
         value = _t(m1k) / _t(m64)
-        checks.append(dict(name="memsizer step at 1024 / step at 64", value=value, target="<= 1.25", ok=value <= 1.25))
+        checks.append(
+            dict(
+                name="memsizer step at 1024 / step at 64",
+                value=value,
+                target="<= 1.25",
+                ok=value <= 1.25,
+            )
+        )
     if m1k and t1k:
         value = _t(t1k) / _t(m1k)
-        checks.append(dict(name="transformer_lm step / memsizer step at 1024", value=value, target=">= 2", ok=value >= 2))
+        checks.append(
+            dict(
+                name="transformer_lm step / memsizer step at 1024",
+                value=value,
+                target=">= 2",
+                ok=value >= 2,
+            )
+        )
     if m1k and n1k:
         value = _t(m1k) / _t(n1k)
-        checks.append(dict(name="memsizer step / no-attention step at 1024", value=value, target="<= 1.2", ok=value <= 1.2))
+        checks.append(
+            dict(
+                name="memsizer step / no-attention step at 1024",
+                value=value,
+                target="<= 1.2",
+                ok=value <= 1.2,
+            )
+        )
     beams = [r for r in rows if r["section"] == "beam" and r["kind"] == "memsizer"]
     if beams:
         slower = [
-            (r["out_len"], r["batch"]) for r in beams
-            if _t(r) >= _t(_find(rows, section="beam", kind="transformer", out_len=r["out_len"], batch=r["batch"]))
+            (r["out_len"], r["batch"])
+            for r in beams
+            if _t(r)
+            >= _t(
+                _find(
+                    rows, section="beam", kind="transformer", out_len=r["out_len"], batch=r["batch"]
+                )
+            )
         ]
-        checks.append(dict(name="beam search: memsizer faster at every (length, batch)",
-                           value=f"slower at {slower}" if slower else "faster everywhere",
-                           target="faster everywhere", ok=not slower))
+        checks.append(
+            dict(
+                name="beam search: memsizer faster at every (length, batch)",
+                value=f"slower at {slower}" if slower else "faster everywhere",
+                target="faster everywhere",
+                ok=not slower,
+            )
+        )
     return checks
 
 
@@ -123,15 +167,23 @@ def markdown(result: Dict) -> str:
     cfg = result["config"]
     lines = [
         f"Machine: {result['machine']}. Models: d={cfg['dim']}, {cfg['layers']} layers, "
-        f"{cfg['heads']} heads, vocabulary {cfg['vocab']}, dtype {cfg['dtype']}, device {cfg['device']}; "
+        f"{cfg['heads']} heads, vocabulary {cfg['vocab']}, dtype {cfg['dtype']}, "
+        f"device {cfg['device']}; "
         f"times are the minimum of {cfg['repeats']} interleaved repeats (spread = (max-min)/min).",
         "",
     ]
     if any(r["section"] == "decode" for r in rows):
-        lines += [f"### Incremental decoding, batch {cfg['batch']} (per token, after the prefix)", ""]
+        lines += [
+            f"### Incremental decoding, batch {cfg['batch']} (per token, after the prefix)",
+            "",
+        ]
         lines += decode_table(rows) + [""]
     if any(r["section"] == "beam" for r in rows):
-        lines += [f"### Beam search (SequenceGenerator, beam {cfg['beam']}, source length {cfg['src_len']})", ""]
+        lines += [
+            f"### Beam search (SequenceGenerator, beam {cfg['beam']}, "
+            f"source length {cfg['src_len']})",
+            "",
+        ]
         lines += beam_table(rows) + [""]
     if any(r["section"] == "train" for r in rows):
         lines += [f"### Training step (forward + backward), batch {cfg['train_batch']}", ""]
@@ -141,7 +193,9 @@ def markdown(result: Dict) -> str:
         lines += ["### Targets", "", "| check | measured | target | met |", "|---|---|---|---|"]
         for c in checks:
             value = f"{c['value']:.2f}" if isinstance(c["value"], float) else c["value"]
-            lines.append(f"| {c['name']} | {value} | {c['target']} | {'yes' if c['ok'] else 'no'} |")
+            lines.append(
+                f"| {c['name']} | {value} | {c['target']} | {'yes' if c['ok'] else 'no'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -170,21 +224,52 @@ def plots(result: Dict, out_dir: str) -> List[str]:
         for kind in ("memsizer", "transformer", "no-attention"):
             xs, ys = series("decode", kind, "prefix_len", lambda r: r["time"]["min"] * 1e3)
             ax1.plot(xs, ys, marker="o", label=kind)
-            xs, ys = series("decode", kind, "prefix_len", lambda r: r["state_bytes_per_sentence"] / 2**10)
+            xs, ys = series(
+                "decode", kind, "prefix_len", lambda r: r["state_bytes_per_sentence"] / 2**10
+            )
             ax2.plot(xs, ys, marker="o", label=kind)
-        ax1.set(xscale="log", xlabel="prefix length (tokens)", ylabel="ms per token", title="Incremental decoding step")
-        ax2.set(xscale="log", yscale="symlog", xlabel="prefix length (tokens)", ylabel="KiB per sentence", title="Incremental state")
+        ax1.set(
+            xscale="log",
+            xlabel="prefix length (tokens)",
+            ylabel="ms per token",
+            title="Incremental decoding step",
+        )
+        ax2.set(
+            xscale="log",
+            yscale="symlog",
+            xlabel="prefix length (tokens)",
+            ylabel="KiB per sentence",
+            title="Incremental state",
+        )
         ax1.legend(), ax2.legend()
         save(fig, "decode.png")
     if any(r["section"] == "beam" for r in rows):
         fig, ax = plt.subplots(figsize=(6, 4))
         for batch in sorted({r["batch"] for r in rows if r["section"] == "beam"}):
-            for kind, style in (("memsizer", "-"), ("memsizer-softmax-cross", ":"),
-                                ("transformer", "--")):
-                pts = sorted((r["out_len"], r["tokens_per_second"]) for r in rows
-                             if r["section"] == "beam" and r["kind"] == kind and r["batch"] == batch)
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=f"{kind}, batch {batch}")
-        ax.set(xscale="log", yscale="log", xlabel="output length (tokens)", ylabel="tokens / s", title="Beam search generation")
+            for kind, style in (
+                ("memsizer", "-"),
+                ("memsizer-softmax-cross", ":"),
+                ("transformer", "--"),
+            ):
+                pts = sorted(
+                    (r["out_len"], r["tokens_per_second"])
+                    for r in rows
+                    if r["section"] == "beam" and r["kind"] == kind and r["batch"] == batch
+                )
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    style,
+                    marker="o",
+                    label=f"{kind}, batch {batch}",
+                )
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="output length (tokens)",
+            ylabel="tokens / s",
+            title="Beam search generation",
+        )
         ax.legend(fontsize=7)
         save(fig, "beam.png")
     if any(r["section"] == "train" for r in rows):
@@ -193,7 +278,13 @@ def plots(result: Dict, out_dir: str) -> List[str]:
             xs, ys = series("train", kind, "seq_len", lambda r: r["time"]["min"])
             if xs:
                 ax.plot(xs, ys, marker="o", label=kind)
-        ax.set(xscale="log", yscale="log", xlabel="sequence length (tokens)", ylabel="seconds per step", title="Training step")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="sequence length (tokens)",
+            ylabel="seconds per step",
+            title="Training step",
+        )
         ax.legend()
         save(fig, "train.png")
     return written

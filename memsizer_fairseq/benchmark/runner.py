@@ -1,4 +1,5 @@
 """Runs the benchmark sections: models side by side, interleaved and repeated."""
+
 from typing import Dict, List
 
 import torch
@@ -60,10 +61,17 @@ def _measure(job: Dict, model, first: bool) -> Dict:
     device = torch.device(cfg["device"])
     section = job["section"]
     if section == "decode":
-        return measure.decode_step_time(model, job["prefix_len"], cfg["batch"], cfg["steps"], device)
+        return measure.decode_step_time(
+            model, job["prefix_len"], cfg["batch"], cfg["steps"], device
+        )
     if section == "beam":
         return measure.beam_search_time(
-            model, cfg["src_len"], job["out_len"], job["batch"], cfg["beam"], device,
+            model,
+            cfg["src_len"],
+            job["out_len"],
+            job["batch"],
+            cfg["beam"],
+            device,
             with_state=first,
         )
     return measure.train_step_time(model, job["seq_len"], cfg["train_batch"], device)

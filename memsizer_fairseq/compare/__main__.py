@@ -87,7 +87,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="also convert the trained Transformer to Memsizer and fine-tune it, "
                              "for these tasks (no TASK: every task run)")
     parser.add_argument("--uptrain-updates", type=int, default=None,
-                        help="fine-tuning updates of --uptrain (default: a quarter of --max-update)")
+                        help="fine-tuning updates of --uptrain "
+                             "(default: a quarter of --max-update)")
     parser.add_argument("--attention-init", choices=("svd", "paper"), default="svd",
                         help="--uptrain: how Memsizer's slot projections start (see uptrain.py)")
     parser.add_argument("--vocab-size", type=int, default=None,

@@ -65,7 +65,8 @@ def copy_head(source: str, target: str, lines: Optional[int]):
         fout.writelines(itertools.islice(fin, lines))
 
 
-_VOCAB_TOO_HIGH = re.compile(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)")
+_VOCAB_TOO_HIGH = re.compile(
+    r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)")
 
 
 class VocabularyTooLarge(ValueError):

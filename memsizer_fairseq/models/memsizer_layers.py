@@ -150,7 +150,8 @@ class MemsizerTransformerEncoder(TransformerEncoderBase):
 
 
 class MemsizerTransformerDecoder(TransformerDecoderBase):
-    """fairseq's incremental Transformer decoder; Memsizer attention if ``--decoder-use-memsizer``."""
+    """fairseq's incremental Transformer decoder; Memsizer attention if
+    ``--decoder-use-memsizer``."""
 
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
         if not cfg.memsizer.decoder_use_memsizer:

@@ -214,7 +214,8 @@ class MemsizerOptions:
 
 
 def check_heads_divide_width(args, prefix: str):
-    """Memsizer reads ``num_heads`` and ``head_dim`` like fairseq's attention: heads must divide d."""
+    """Memsizer reads ``num_heads`` and ``head_dim`` like fairseq's attention: heads must
+    divide d."""
     heads = getattr(args, f"{prefix}_attention_heads", None)
     width = getattr(args, f"{prefix}_embed_dim", None)
     if heads is None or width is None:

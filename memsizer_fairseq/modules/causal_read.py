@@ -31,7 +31,8 @@ DEFAULT_QUADRATIC_MAX_LEN = 256
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Running sums are kept in float32 for half types (an fp16 sum of 16k outer products overflows)."""
+    """Running sums are kept in float32 for half types (an fp16 sum of 16k outer products
+    overflows)."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
