@@ -502,3 +502,11 @@ def test_interactive_continues_a_prompt(trained_lm, flags):
         assert all(re.fullmatch(r"w\d+", w) for w in words)
     if "--sampling" not in flags:  # the best continuation is the learned one
         assert hyps[0][3] == "w6" and hyps[1][2] == "w19", out[-2000:]
+
+
+def test_the_form_threshold_follows_the_device_type():
+    from memsizer_fairseq.modules.causal_read import quadratic_max_len_for
+
+    assert quadratic_max_len_for(torch.device("cpu")) == DEFAULT_QUADRATIC_MAX_LEN == 256
+    assert quadratic_max_len_for(torch.device("cuda")) == 1024
+    assert MemsizerAttention(8, 2, 4, causal=True).quadratic_max_len is None  # by device

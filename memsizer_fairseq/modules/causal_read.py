@@ -25,9 +25,14 @@ DEFAULT_BLOCK_SIZE = 64
 # T = 256 on; blocks of 128 gained only at T >= 1024 with d = 1024.
 # On an H200 (float32, k = 32, d 512 / 1024, batch 8 / 4) the two-GEMM form stays launch-bound
 # and wins up to T = 1024 (0.9 ms against 1.2 to 1.3 ms), the chunked one from T = 2048 on (1.2 ms
-# against 2.9 ms), so a CUDA threshold of about 1024 would suit better; the default is the CPU
-# crossover.
-DEFAULT_QUADRATIC_MAX_LEN = 256
+# against 2.9 ms): the threshold is chosen per device type.
+QUADRATIC_MAX_LEN_BY_DEVICE = {"cpu": 256, "cuda": 1024}
+DEFAULT_QUADRATIC_MAX_LEN = QUADRATIC_MAX_LEN_BY_DEVICE["cpu"]
+
+
+def quadratic_max_len_for(device: torch.device) -> int:
+    """The longest length at which the quadratic form is the faster one on ``device``."""
+    return QUADRATIC_MAX_LEN_BY_DEVICE.get(device.type, DEFAULT_QUADRATIC_MAX_LEN)
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -140,9 +145,12 @@ def causal_read(
     init_sum: Optional[Tensor] = None,
     init_count: Optional[Tensor] = None,
     block_size: int = DEFAULT_BLOCK_SIZE,
-    quadratic_max_len: int = DEFAULT_QUADRATIC_MAX_LEN,
+    quadratic_max_len: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """Causal read choosing the formulation by length (quadratic up to ``quadratic_max_len``)."""
+    """Causal read choosing the formulation by length (quadratic up to ``quadratic_max_len``;
+    None: the crossover of ``a``'s device type)."""
+    if quadratic_max_len is None:
+        quadratic_max_len = quadratic_max_len_for(a.device)
     if a.size(1) <= quadratic_max_len:
         return quadratic_causal_read(a, l, r, keep, init_sum, init_count)
     return chunked_causal_read(a, l, r, keep, init_sum, init_count, block_size)

@@ -24,7 +24,6 @@ from torch import Tensor, nn
 
 from .causal_read import (
     DEFAULT_BLOCK_SIZE,
-    DEFAULT_QUADRATIC_MAX_LEN,
     accumulation_dtype,
     causal_read,
     causal_step,
@@ -110,7 +109,7 @@ class MemsizerAttention(nn.Module):
         kv_init_scale: float = 1.0,
         read_init_gain: float = 1.0,
         block_size: int = DEFAULT_BLOCK_SIZE,
-        quadratic_max_len: int = DEFAULT_QUADRATIC_MAX_LEN,
+        quadratic_max_len: Optional[int] = None,
     ):
         super().__init__()
         _check_positive("embed_dim", embed_dim)
