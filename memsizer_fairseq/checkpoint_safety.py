@@ -131,20 +131,24 @@ def _marking(save):
     return torch_persistent_save
 
 
-def atomic_copy(src_path: str, dst_path: str) -> bool:
-    """Copy a local file so that ``dst_path`` is never seen half-written (temp file + rename).
-
-    A process killed mid-copy leaves ``dst_path`` as it was (and a stray ``*.tmp`` file, which
-    fairseq never loads). Like fairseq's local copy, it overwrites ``dst_path``; fairseq's
-    checkpoint code always asks for that (``overwrite=True``).
-    """
+def atomic_write(dst_path: str, write: typing.Callable[[str], object]):
+    """``write(path)`` to a temporary name beside ``dst_path``, then rename it over ``dst_path``:
+    a process killed mid-write leaves ``dst_path`` as it was (and at most a stray ``*.tmp``
+    file, which fairseq never loads)."""
     tmp_path = f"{dst_path}.copy-{os.getpid()}.tmp"
     try:
-        shutil.copyfile(src_path, tmp_path)
+        write(tmp_path)
         os.replace(tmp_path, dst_path)
     finally:
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
+
+
+def atomic_copy(src_path: str, dst_path: str) -> bool:
+    """Copy a local file so that ``dst_path`` is never seen half-written. Like fairseq's local
+    copy, it overwrites ``dst_path``; fairseq's checkpoint code always asks for that
+    (``overwrite=True``)."""
+    atomic_write(dst_path, lambda tmp_path: shutil.copyfile(src_path, tmp_path))
     return True
 
 

@@ -253,15 +253,12 @@ def convert_checkpoint(source: str, target: str, overrides: Optional[Dict] = Non
                        attention_init: str = "svd", seed: int = 1) -> Dict[str, List[str]]:
     from fairseq import checkpoint_utils
 
+    from .checkpoint_safety import atomic_write
+
     new_state, report = convert_state(load_checkpoint(source), overrides, attention_init, seed)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    partial = f"{target}.{os.getpid()}.tmp"  # a killed conversion leaves no truncated target
-    try:
-        checkpoint_utils.torch_persistent_save(new_state, partial)
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    # a killed conversion leaves no truncated target
+    atomic_write(target, lambda path: checkpoint_utils.torch_persistent_save(new_state, path))
     report["arch"] = [new_state["cfg"]["model"].arch]
     return report
 
