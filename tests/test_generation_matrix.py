@@ -1,5 +1,5 @@
 """fairseq's generation options with Memsizer checkpoints: each works (checked for what it
-promises) or is refused by name. docs/generation_options.md lists the same rows.
+promises) or is refused by name. The README's matrix lists the same rows.
 
 fairseq-generate and fairseq-interactive run in this process (the same ``main`` as the
 commands) on a fifth of the toy test set, so that each row takes about a second."""
