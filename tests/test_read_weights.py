@@ -54,3 +54,26 @@ def test_incremental_weights_follow_beam_reorders():
             order = orders[step]
             module.reorder_incremental_state(state, order)
             rows = rows[order]
+
+
+def test_decoder_alignment_layer_and_heads(tmp_path):
+    """fairseq's decoder picks the attention of ``alignment_layer`` and averages its first
+    ``alignment_heads`` heads: with Memsizer cross-attention these are the per-head read
+    weights of that layer (once the layers are asked for weights, as --print-alignment does)."""
+    from fairseq_helpers import build_translation_model, write_dicts
+
+    model, _, _, _ = build_translation_model(write_dicts(str(tmp_path)),
+                                             "memsizer_transformer_tiny")
+    model.eval()
+    src = torch.randint(4, 20, (2, 6))
+    prev = torch.randint(4, 20, (2, 3))
+    encoder_out = model.encoder(src, src_lengths=torch.tensor([6, 6]))
+    assert model.decoder(prev, encoder_out)[1]["attn"][0] is None  # not asked: no weights
+    model.make_generation_fast_(need_attn=True)
+    layer = model.decoder.layers[0]
+    captured = {}
+    layer.encoder_attn.register_forward_hook(lambda m, args, out: captured.update(heads=out[1]))
+    _, extra = model.decoder(prev, encoder_out, alignment_layer=0, alignment_heads=1)
+    heads = captured["heads"]
+    assert heads.shape == (layer.encoder_attn.num_heads, 2, 3, 6)
+    torch.testing.assert_close(extra["attn"][0], heads[:1].mean(0))
