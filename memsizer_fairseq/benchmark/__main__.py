@@ -79,33 +79,15 @@ def main(argv=None):
     for name in FULL:
         if getattr(args, name) is not None:
             sizes[name] = getattr(args, name)
-    if args.quick:
-        args.dim, args.layers, args.heads, args.vocab = (
-            min(args.dim, 64),
-            min(args.layers, 2),
-            min(args.heads, 4),
-            min(args.vocab, 200),
-        )
-        args.repeats, args.steps, args.batch = (
-            min(args.repeats, 2),
-            min(args.steps, 4),
-            min(args.batch, 2),
-        )
+    if args.quick:  # tiny sizes: caps on the flags
+        caps = dict(dim=64, layers=2, heads=4, vocab=200, repeats=2, steps=4, batch=2)
+        for name, cap in caps.items():
+            setattr(args, name, min(getattr(args, name), cap))
+    copied = ("device", "dtype", "repeats", "dim", "layers", "heads", "vocab", "batch", "steps",
+              "beam", "src_len", "train_batch", "threads")
     cfg = dict(
         sizes,
-        device=args.device,
-        dtype=args.dtype,
-        repeats=args.repeats,
-        dim=args.dim,
-        layers=args.layers,
-        heads=args.heads,
-        vocab=args.vocab,
-        batch=args.batch,
-        steps=args.steps,
-        beam=args.beam,
-        src_len=args.src_len,
-        train_batch=args.train_batch,
-        threads=args.threads,
+        **{name: getattr(args, name) for name in copied},
         sections=args.sections.split(","),
         authors_max_len=args.authors_max_len or (8192 if args.device.startswith("cuda") else 2048),
     )

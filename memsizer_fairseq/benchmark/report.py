@@ -109,36 +109,16 @@ def targets(rows: List[Dict]) -> List[Dict]:
     m1k = _find(rows, section="decode", kind="memsizer", prefix_len=1024)
     t1k = _find(rows, section="decode", kind="transformer", prefix_len=1024)
     n1k = _find(rows, section="decode", kind="no-attention", prefix_len=1024)
-    if m64 and m1k:
-        value = _t(m1k) / _t(m64)
-        checks.append(
-            dict(
-                name="memsizer step at 1024 / step at 64",
-                value=value,
-                target="<= 1.25",
-                ok=value <= 1.25,
-            )
-        )
-    if m1k and t1k:
-        value = _t(t1k) / _t(m1k)
-        checks.append(
-            dict(
-                name="transformer_lm step / memsizer step at 1024",
-                value=value,
-                target=">= 2",
-                ok=value >= 2,
-            )
-        )
-    if m1k and n1k:
-        value = _t(m1k) / _t(n1k)
-        checks.append(
-            dict(
-                name="memsizer step / no-attention step at 1024",
-                value=value,
-                target="<= 1.2",
-                ok=value <= 1.2,
-            )
-        )
+    # (numerator, denominator, name, comparison, bound)
+    for over, under, name, op, bound in (
+        (m1k, m64, "memsizer step at 1024 / step at 64", "<=", 1.25),
+        (t1k, m1k, "transformer_lm step / memsizer step at 1024", ">=", 2),
+        (m1k, n1k, "memsizer step / no-attention step at 1024", "<=", 1.2),
+    ):
+        if over and under:
+            value = _t(over) / _t(under)
+            ok = value <= bound if op == "<=" else value >= bound
+            checks.append(dict(name=name, value=value, target=f"{op} {bound:g}", ok=ok))
     beams = [r for r in rows if r["section"] == "beam" and r["kind"] == "memsizer"]
     if beams:
         slower = [
