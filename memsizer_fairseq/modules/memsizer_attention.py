@@ -223,15 +223,21 @@ class MemsizerAttention(nn.Module):
         return self._memory_from_values(l, r, padding_mask)
 
     @staticmethod
-    def _memory_from_values(l: Tensor, r: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
+    def _unpadded_slot_values(l: Tensor, padding_mask: Optional[Tensor],
+                              dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+        """``l`` (``S x B x k``) as ``B x S x k`` in ``dtype`` with pads zeroed, and each
+        sentence's true length ``n`` (``B``)."""
+        l = l.to(dtype).transpose(0, 1)
+        if padding_mask is None:
+            return l, torch.full((l.size(0),), l.size(1), dtype=dtype, device=l.device)
+        keep = (~padding_mask.bool()).to(dtype)
+        return l * keep.unsqueeze(-1), keep.sum(dim=1)
+
+    @classmethod
+    def _memory_from_values(cls, l: Tensor, r: Tensor, padding_mask: Optional[Tensor]) -> Tensor:
         acc = accumulation_dtype(r.dtype)
-        l, r = l.to(acc).transpose(0, 1), r.to(acc).transpose(0, 1)  # B x S x .
-        if padding_mask is not None:
-            keep = (~padding_mask.bool()).to(acc)
-            l = l * keep.unsqueeze(-1)
-            lengths = keep.sum(dim=1)
-        else:
-            lengths = torch.full((l.size(0),), l.size(1), dtype=acc, device=l.device)
+        l, lengths = cls._unpadded_slot_values(l, padding_mask, acc)
+        r = r.to(acc).transpose(0, 1)  # B x S x d
         # An empty source (n = 0) has an all-zero memory; clamp only avoids 0 * inf.
         return torch.bmm(l.transpose(1, 2), r) * lengths.clamp(min=1).rsqrt().view(-1, 1, 1)
 
@@ -326,21 +332,15 @@ class MemsizerAttention(nn.Module):
             })
         return self.read(a, memory), attn
 
-    @staticmethod
-    def _read_weights(heads: Tensor, l: Tensor, padding_mask: Optional[Tensor],
+    @classmethod
+    def _read_weights(cls, heads: Tensor, l: Tensor, padding_mask: Optional[Tensor],
                       weights: Optional[str], dtype: torch.dtype) -> Optional[Tensor]:
         """``w_tj = n^(-1/2) a(z_t) . l_j`` from the per-head slot distributions ``heads``
         (``T x B x h x k``) and ``l`` (``S x B x k``): ``B x T x S`` (``weights="mean"``) or
         ``h x B x T x S`` (``"heads"``); None when ``weights`` is None."""
         if weights is None:
             return None
-        l = l.to(heads.dtype).transpose(0, 1)  # B x S x k
-        if padding_mask is not None:
-            keep = (~padding_mask.bool()).to(heads.dtype)
-            l = l * keep.unsqueeze(-1)
-            lengths = keep.sum(dim=1)
-        else:
-            lengths = torch.full((l.size(0),), l.size(1), dtype=l.dtype, device=l.device)
+        l, lengths = cls._unpadded_slot_values(l, padding_mask, heads.dtype)
         per_head = torch.einsum("tbhk,bsk->hbts", heads, l)
         per_head = per_head * lengths.clamp(min=1).rsqrt().view(1, -1, 1, 1)
         return (per_head if weights == "heads" else per_head.mean(dim=0)).to(dtype)
