@@ -253,7 +253,7 @@ def convert_checkpoint(source: str, target: str, overrides: Optional[Dict] = Non
                        attention_init: str = "svd", seed: int = 1) -> Dict[str, List[str]]:
     from fairseq import checkpoint_utils
 
-    from .checkpoint_safety import atomic_write
+    from .compat.checkpoint_safety import atomic_write
 
     new_state, report = convert_state(load_checkpoint(source), overrides, attention_init, seed)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)

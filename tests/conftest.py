@@ -34,19 +34,19 @@ TOY_TRAIN = [
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A Memsizer translation model trained on the toy task: (data-bin, save dir, root)."""
-    from memsizer_fairseq import pipeline
-    from memsizer_fairseq.toy_data import write_toy_translation
+    from memsizer_fairseq.toolkit import fairseq_cli
+    from memsizer_fairseq.toolkit.toy_data import write_toy_translation
 
     root = tmp_path_factory.mktemp("cli")
     prefixes = write_toy_translation(
         str(root / "raw"), {"train": 4000, "valid": 100, "test": 100}, seed=5
     )
     data = str(root / "bin")
-    pipeline.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
+    fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
     save_dir = str(root / "ckpt")
-    pipeline.run_fairseq(
+    fairseq_cli.run_fairseq(
         "train",
-        [data, "--user-dir", pipeline.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update", "350",
+        [data, "--user-dir", fairseq_cli.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update", "350",
          "--save-dir", save_dir],
         str(root / "train.log"),
     )
@@ -57,24 +57,24 @@ def trained(tmp_path_factory):
 def toy_checkpoints(trained):
     """Checkpoints on the toy task's dictionary: the Memsizer model above, a Transformer and a
     ``memsizer_lm`` trained on the target side (for shallow fusion); short runs."""
-    from memsizer_fairseq import pipeline
+    from memsizer_fairseq.toolkit import fairseq_cli
 
     data, save_dir, root = trained
     transformer = str(root / "transformer")
     model = ["transformer_tiny" if flag == "memsizer_transformer_tiny" else flag
              for flag in TOY_MODEL]
-    pipeline.run_fairseq("train", [data, *model, *TOY_TRAIN, "--max-update", "100",
+    fairseq_cli.run_fairseq("train", [data, *model, *TOY_TRAIN, "--max-update", "100",
                                    "--save-dir", transformer], str(root / "transformer.log"))
     # fairseq-generate --lm-path loads the LM's dictionary from the data directory: dict.txt
     shutil.copy(os.path.join(data, "dict.tgt.txt"), os.path.join(data, "dict.txt"))
     lm_data = str(root / "lm-bin")
-    pipeline.run_fairseq("preprocess", [
+    fairseq_cli.run_fairseq("preprocess", [
         "--only-source", "--trainpref", root / "raw" / "train.tgt", "--validpref",
         root / "raw" / "valid.tgt", "--srcdict", os.path.join(data, "dict.tgt.txt"),
         "--destdir", lm_data, "--workers", "1"])
     lm = str(root / "lm")
-    pipeline.run_fairseq("train", [
-        lm_data, "--user-dir", pipeline.USER_DIR, "--task", "language_modeling",
+    fairseq_cli.run_fairseq("train", [
+        lm_data, "--user-dir", fairseq_cli.USER_DIR, "--task", "language_modeling",
         "--arch", "memsizer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "64",
         "--decoder-ffn-embed-dim", "128", "--decoder-attention-heads", "2",
         "--tokens-per-sample", "64", "--sample-break-mode", "eos", "--optimizer", "adam",

@@ -4,7 +4,7 @@ import os
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from memsizer_fairseq.pipeline import USER_DIR
+from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR
 
 SYMBOLS = [f"w{i}" for i in range(20)]
 

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from memsizer_fairseq import pipeline
+from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.benchmark.alignment import accuracy, hard_alignments
-from memsizer_fairseq.toy_data import read_alignments
+from memsizer_fairseq.toolkit.toy_data import read_alignments
 from conftest import TOY_MODEL, TOY_TRAIN
 from fairseq_helpers import run_in_process
 
@@ -14,7 +14,7 @@ BLEU_FLOOR = 40.0
 
 def test_generate_beam4_learns_and_reloads_checkpoint(trained):
     data, save_dir, _ = trained
-    result = pipeline.generate(data, os.path.join(save_dir, "checkpoint_best.pt"), beam=4,
+    result = fairseq_cli.generate(data, os.path.join(save_dir, "checkpoint_best.pt"), beam=4,
                                extra=["--cpu"])
     assert result.sentences == 100
     assert result.bleu is not None and result.bleu >= BLEU_FLOOR, result.output[-2000:]
@@ -31,10 +31,10 @@ def test_generate_beam4_learns_and_reloads_checkpoint(trained):
 )
 def test_generate_options(trained, extra, expect):
     data, save_dir, _ = trained
-    args = [data, "--user-dir", pipeline.USER_DIR, "--path",
+    args = [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
             os.path.join(save_dir, "checkpoint_best.pt"), "--beam", "4", "--cpu",
             "--batch-size", "32", *extra]
-    output = pipeline.run_fairseq("generate", args)
+    output = fairseq_cli.run_fairseq("generate", args)
     assert expect in output
     hypotheses = [line for line in output.splitlines() if line.startswith("H-")]
     nbest = int(extra[extra.index("--nbest") + 1]) if "--nbest" in extra else 1
@@ -44,9 +44,9 @@ def test_generate_options(trained, extra, expect):
 def test_interactive_translates_stdin(trained):
     data, save_dir, root = trained
     source = open(str(root / "raw" / "test.src")).read().splitlines()[:3]
-    output = pipeline.run_fairseq(
+    output = fairseq_cli.run_fairseq(
         "interactive",
-        [data, "--user-dir", pipeline.USER_DIR, "--path",
+        [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
          os.path.join(save_dir, "checkpoint_best.pt"), "--beam", "4", "--cpu",
          "-s", "src", "-t", "tgt"],
         stdin="\n".join(source) + "\n",
@@ -57,9 +57,9 @@ def test_interactive_translates_stdin(trained):
 
 def test_validate_reports_a_low_loss(trained):
     data, save_dir, _ = trained
-    output = pipeline.run_fairseq(
+    output = fairseq_cli.run_fairseq(
         "validate",
-        [data, "--user-dir", pipeline.USER_DIR, "--path",
+        [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
          os.path.join(save_dir, "checkpoint_best.pt"), "--cpu", "--task", "translation",
          "--criterion", "label_smoothed_cross_entropy", "--max-tokens", "4096"],
     )
@@ -69,9 +69,9 @@ def test_validate_reports_a_low_loss(trained):
 
 def test_training_resumes_from_its_last_checkpoint(trained):
     data, save_dir, root = trained
-    output = pipeline.run_fairseq(
+    output = fairseq_cli.run_fairseq(
         "train",
-        [data, "--user-dir", pipeline.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update", "360",
+        [data, "--user-dir", fairseq_cli.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update", "360",
          "--save-dir", save_dir],
         str(root / "resume.log"),
     )
@@ -80,7 +80,7 @@ def test_training_resumes_from_its_last_checkpoint(trained):
 
 def _generate(data, save_dir, *extra):
     return run_in_process("generate", [
-        data, "--user-dir", pipeline.USER_DIR, "--path",
+        data, "--user-dir", fairseq_cli.USER_DIR, "--path",
         os.path.join(save_dir, "checkpoint_best.pt"), "--beam", "4", "--cpu", "--batch-size",
         "32", *extra])
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from memsizer_fairseq import pipeline
+from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.compare.report import uptraining_summary
 from memsizer_fairseq.compare.runner import read_records, training_wall_seconds
 from memsizer_fairseq.compare.state_size import decoding_state
@@ -354,7 +354,7 @@ def test_converted_checkpoint_generates(translation):
     work, _ = translation
     _, converted = _checkpoints(work, "translation")
     data = os.path.join(work, "translation", "data-bin")
-    result = pipeline.generate(data, converted, beam=2, extra=["--cpu", "--max-len-b", "20"])
+    result = fairseq_cli.generate(data, converted, beam=2, extra=["--cpu", "--max-len-b", "20"])
     assert len(result.hypotheses) == 100
 
 

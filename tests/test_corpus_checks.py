@@ -13,8 +13,8 @@ from memsizer_fairseq.compare import data
 from memsizer_fairseq.compare.__main__ import main as compare_main
 from memsizer_fairseq.compare.runner import Comparison
 from memsizer_fairseq.compare.settings import TRANSLATION
-from memsizer_fairseq.corpus_checks import CorpusError, check_corpus, count_lines
-from memsizer_fairseq.toy_data import write_toy_translation
+from memsizer_fairseq.toolkit.corpus_checks import CorpusError, check_corpus, count_lines
+from memsizer_fairseq.toolkit.toy_data import write_toy_translation
 
 
 def _pairs(root, lines_en, lines_de=None):

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from memsizer_fairseq import pipeline
+from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.modules.causal_read import chunked_causal_read, quadratic_causal_read
-from memsizer_fairseq.toy_data import write_toy_translation
+from memsizer_fairseq.toolkit.toy_data import write_toy_translation
 from test_incremental import step_through
 from test_numerics import REL_TOL, module, relative_error
 
@@ -84,7 +84,7 @@ def toy_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cuda")
     prefixes = write_toy_translation(str(root / "raw"), {"train": 800, "valid": 50, "test": 50})
     data = str(root / "bin")
-    pipeline.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
+    fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
     return root, data
 
 
@@ -93,12 +93,12 @@ def toy_data(tmp_path_factory):
 def test_fairseq_train_steps_and_checkpoints_move_between_cpu_and_cuda(toy_data, precision):
     root, data = toy_data
     save = str(root / ("ckpt-" + (precision[0][2:] if precision else "fp32")))
-    pipeline.run_fairseq("train", [
-        data, "--user-dir", pipeline.USER_DIR, "--arch", "memsizer_transformer_tiny",
+    fairseq_cli.run_fairseq("train", [
+        data, "--user-dir", fairseq_cli.USER_DIR, "--arch", "memsizer_transformer_tiny",
         "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "2048", "--max-update", "20",
         "--criterion", "label_smoothed_cross_entropy", "--save-dir", save,
         "--no-epoch-checkpoints", "--disable-validation", *precision])
     checkpoint = os.path.join(save, "checkpoint_last.pt")
     for device in (["--cpu"], []):  # trained on CUDA, decoded on the CPU and on CUDA
-        result = pipeline.generate(data, checkpoint, beam=4, extra=device)
+        result = fairseq_cli.generate(data, checkpoint, beam=4, extra=device)
         assert result.sentences == 50

@@ -1,4 +1,4 @@
-"""The fixes of memsizer_fairseq.fairseq_fixes: batches keep their last, smaller batch;
+"""The fixes of memsizer_fairseq.compat.fixes: batches keep their last, smaller batch;
 --replace-unk reads the hard alignment fairseq-generate hands it."""
 import numpy as np
 import pytest

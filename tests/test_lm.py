@@ -21,7 +21,7 @@ from memsizer_fairseq.modules.causal_read import (
     chunked_causal_read,
     quadratic_causal_read,
 )
-from memsizer_fairseq.pipeline import USER_DIR, run_fairseq
+from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, run_fairseq
 from reference import reference_attention
 
 TOL = dict(rtol=1e-8, atol=1e-8)

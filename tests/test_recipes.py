@@ -12,7 +12,8 @@ import torch
 import memsizer_fairseq  # noqa: F401
 from fairseq import options
 
-from memsizer_fairseq import pipeline, recipes
+from memsizer_fairseq import recipes
+from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.recipes import RECIPES, TASK_RECIPES, Runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +90,7 @@ def test_real_data_commands_parse_with_fairseq(name, tmp_path):
     runner = Runner(RECIPES[name], str(tmp_path / "w"), raw_dir=str(tmp_path / "raw"),
                     dry_run=True, out=open(os.devnull, "w"))
     train = _parse(options.get_training_parser(), runner.train_args())
-    assert train.user_dir == pipeline.USER_DIR
+    assert train.user_dir == fairseq_cli.USER_DIR
     assert train.save_dir == runner.save_dir
     assert not hasattr(train, "cpu") or not train.cpu
     if RECIPES[name].evaluate_tool == "generate":
@@ -103,7 +104,7 @@ def test_real_data_commands_parse_with_fairseq(name, tmp_path):
 
 def test_the_papers_settings():
     wmt = _parse(options.get_training_parser(), Runner(
-        recipes.WMT16_EN_DE, "/tmp/x", raw_dir="/tmp/raw", dry_run=True).train_args())
+        recipes.catalog.WMT16_EN_DE, "/tmp/x", raw_dir="/tmp/raw", dry_run=True).train_args())
     assert wmt.arch == "memsizer_vaswani_wmt_en_de_big" and wmt.task == "translation"
     assert (wmt.causal_proj_dim, wmt.cross_proj_dim, wmt.q_init_scale, wmt.kv_init_scale) == (
         4, 32, 8.0, 8.0)
@@ -113,11 +114,11 @@ def test_the_papers_settings():
     assert (wmt.dropout, wmt.label_smoothing, wmt.max_tokens, wmt.update_freq) == (
         0.3, 0.1, 3584, [16])
     assert wmt.fp16 and wmt.max_update == 90000
-    gen = recipes.WMT16_EN_DE.evaluate
+    gen = recipes.catalog.WMT16_EN_DE.evaluate
     assert (gen["--beam"], gen["--lenpen"]) == (4, 0.6)
 
     lm = _parse(options.get_training_parser(), Runner(
-        recipes.WIKITEXT103, "/tmp/x", raw_dir="/tmp/raw", dry_run=True).train_args())
+        recipes.catalog.WIKITEXT103, "/tmp/x", raw_dir="/tmp/raw", dry_run=True).train_args())
     assert lm.arch == "memsizer_lm_wiki103" and lm.tokens_per_sample == 512
     assert (lm.decoder_layers, lm.decoder_layerdrop) == (32, 0.2)
     assert (lm.causal_proj_dim, lm.q_init_scale, lm.kv_init_scale) == (32, 32.0, 1.0)
@@ -127,7 +128,7 @@ def test_the_papers_settings():
 
 
 def test_missing_raw_files_name_the_expected_layout(tmp_path):
-    runner = Runner(recipes.CNN_DM, str(tmp_path / "w"), raw_dir=str(tmp_path),
+    runner = Runner(recipes.catalog.CNN_DM, str(tmp_path / "w"), raw_dir=str(tmp_path),
                     out=open(os.devnull, "w"))
     with pytest.raises(FileNotFoundError, match="train.source"):
         runner.run()
@@ -154,12 +155,12 @@ def test_hydra_train_builds_the_same_model(tmp_path, tmp_path_factory):
     work, _ = run_tiny("cnn_dm", tmp_path_factory)
     config_dir = tmp_path / "config"
     config_dir.mkdir()
-    (config_dir / "tiny_cnn_dm.yaml").write_text(recipes.hydra_yaml(recipes.CNN_DM, tiny=True))
+    (config_dir / "tiny_cnn_dm.yaml").write_text(recipes.hydra_yaml(recipes.catalog.CNN_DM, tiny=True))
     save_dir = tmp_path / "checkpoints"
     proc = subprocess.run(
         [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(config_dir),
          "--config-name", "tiny_cnn_dm", f"task.data={os.path.join(work, 'data-bin')}",
-         f"common.user_dir={pipeline.USER_DIR}", f"checkpoint.save_dir={save_dir}",
+         f"common.user_dir={fairseq_cli.USER_DIR}", f"checkpoint.save_dir={save_dir}",
          "optimization.max_update=10"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=str(tmp_path),
     )
@@ -179,13 +180,13 @@ def test_hydra_train_builds_the_same_model(tmp_path, tmp_path_factory):
 
 
 def test_a_second_real_run_keeps_finished_binarized_data(tmp_path):
-    runner = Runner(recipes.XSUM, str(tmp_path / "w"), raw_dir=str(tmp_path / "raw"),
+    runner = Runner(recipes.catalog.XSUM, str(tmp_path / "w"), raw_dir=str(tmp_path / "raw"),
                     out=open(os.devnull, "w"))
     assert not runner.binarized()
     os.makedirs(runner.data_bin)
     open(os.path.join(runner.data_bin, "test.source-target.target.idx"), "w").close()
     assert runner.binarized()
-    lm = Runner(recipes.WIKITEXT103, str(tmp_path / "lm"), raw_dir=str(tmp_path / "raw"))
+    lm = Runner(recipes.catalog.WIKITEXT103, str(tmp_path / "lm"), raw_dir=str(tmp_path / "raw"))
     os.makedirs(lm.data_bin)
     open(os.path.join(lm.data_bin, "test.idx"), "w").close()
     assert lm.binarized()

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import memsizer_fairseq  # noqa: F401  (allowlist, crash-safe checkpoint copies)
-from memsizer_fairseq.pipeline import USER_DIR, fairseq_command
-from memsizer_fairseq.toy_data import write_toy_translation
+from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, fairseq_command
+from memsizer_fairseq.toolkit.toy_data import write_toy_translation
 
 # Child processes: one OpenMP thread (two threads slow torch down 50x on a busy 2-core machine).
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

@@ -10,7 +10,8 @@ import memsizer_fairseq  # noqa: F401
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from memsizer_fairseq import pipeline, recipes
+from memsizer_fairseq import recipes
+from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.scoring.rouge import RougeF1
 
 ROUGE_LINE = re.compile(
@@ -25,7 +26,7 @@ EVAL_ARGS = '{"beam": 2, "max_len_b": 60}'
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """The cnn_dm recipe's tiny corpus, sentencepiece and binarized data (its own steps)."""
-    runner = recipes.Runner(recipes.CNN_DM, str(tmp_path_factory.mktemp("summ")), tiny=True,
+    runner = recipes.Runner(recipes.catalog.CNN_DM, str(tmp_path_factory.mktemp("summ")), tiny=True,
                             out=open(os.devnull, "w"))
     runner.step_raw()
     runner.step_spm()
@@ -41,7 +42,7 @@ def trained(data):
         "--best-checkpoint-metric", "rouge_l", "--maximize-best-checkpoint-metric",
     ]
     assert "--task" in args and args[args.index("--task") + 1] == "summarization"
-    log = pipeline.run_fairseq("train", args, os.path.join(data.work_dir, "train.log"))
+    log = fairseq_cli.run_fairseq("train", args, os.path.join(data.work_dir, "train.log"))
     return data, log
 
 
@@ -74,7 +75,7 @@ def test_eval_rouge_selects_the_best_checkpoint(trained):
 
 def test_generate_with_rouge_scoring_learns(trained):
     data, _ = trained
-    result = pipeline.generate(
+    result = fairseq_cli.generate(
         data.data_bin, os.path.join(data.save_dir, "checkpoint_best.pt"), beam=4,
         extra=["--task", "summarization", "--scoring", "rouge",
                "--post-process", "sentencepiece", "--max-len-b", "60", "--cpu"],
@@ -103,7 +104,7 @@ def test_eval_rouge_matches_generate_on_the_validation_set(trained):
     """The last validation ROUGE-L logged in training is fairseq-generate's on checkpoint_last."""
     data, log = trained
     last = _valid_metrics(log)[-1]
-    result = pipeline.generate(
+    result = fairseq_cli.generate(
         data.data_bin, os.path.join(data.save_dir, "checkpoint_last.pt"), beam=2,
         subset="valid", batch_size=100,
         extra=["--task", "summarization", "--scoring", "rouge", "--max-len-b", "60",

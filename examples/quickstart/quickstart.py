@@ -13,8 +13,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from memsizer_fairseq import pipeline  # noqa: E402
-from memsizer_fairseq.toy_data import write_toy_translation  # noqa: E402
+from memsizer_fairseq.toolkit import fairseq_cli  # noqa: E402
+from memsizer_fairseq.toolkit.toy_data import write_toy_translation  # noqa: E402
 
 MODEL_SIZE = [
     "--encoder-layers", "2", "--decoder-layers", "2",
@@ -27,7 +27,7 @@ MODEL_SIZE = [
 
 def train_args(data, save_dir, arch, updates, seed):
     return [
-        data, "--user-dir", pipeline.USER_DIR, "--arch", arch, *MODEL_SIZE,
+        data, "--user-dir", fairseq_cli.USER_DIR, "--arch", arch, *MODEL_SIZE,
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "2e-3",
         "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "150", "--clip-norm", "1.0",
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
@@ -53,14 +53,14 @@ def main(argv=None):
         raw, {"train": args.train_size, "valid": 300, "test": args.test_size}, seed=args.seed
     )
     print("[2/4] fairseq-preprocess", flush=True)
-    pipeline.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
+    fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
 
     results = {}
     for step, arch in ((3, "memsizer_transformer"), (3, "transformer")):
         save_dir = os.path.join(args.workdir, "checkpoints", arch)
         print(f"[{step}/4] fairseq-train --arch {arch} ({args.updates} updates)", flush=True)
         start = time.time()
-        pipeline.run_fairseq(
+        fairseq_cli.run_fairseq(
             "train", train_args(data, save_dir, arch, args.updates, args.seed),
             os.path.join(args.workdir, f"train.{arch}.log"),
         )
@@ -70,7 +70,7 @@ def main(argv=None):
     print("[4/4] fairseq-generate --beam 4 on the test set", flush=True)
     rows = []
     for arch, (train_seconds, save_dir) in results.items():
-        gen = pipeline.generate(
+        gen = fairseq_cli.generate(
             data, os.path.join(save_dir, "checkpoint_best.pt"), beam=4, batch_size=64,
             extra=["--cpu", "--num-workers", "0"],
             log_path=os.path.join(args.workdir, f"generate.{arch}.log"),

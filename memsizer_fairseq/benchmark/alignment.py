@@ -1,9 +1,9 @@
 """``python -m memsizer_fairseq.benchmark.alignment``: how well attention weights align words.
 
 Trains a Transformer, a Memsizer model (the paper's setting) and Memsizer with softmax
-cross-attention on the built-in toy translation task (:mod:`memsizer_fairseq.toy_data`: word by
-word, adjectives moved after their noun, so every target word has one known source word), with
-the same flags and batches. Each model then scores the test references with
+cross-attention on the built-in toy translation task (:mod:`memsizer_fairseq.toolkit.toy_data`:
+word by word, adjectives moved after their noun, so every target word has one known source
+word), with the same flags and batches. Each model then scores the test references with
 ``fairseq-generate --score-reference --print-alignment hard`` (the last decoder layer's
 cross-attention weights, averaged over heads, as fairseq extracts them) and beam-searches them
 with ``--print-alignment hard``. Reported per model: the share of target words whose aligned
@@ -16,8 +16,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from .. import pipeline
-from ..toy_data import read_alignments, write_toy_translation
+from ..toolkit import fairseq_cli, fairseq_output
+from ..toolkit.toy_data import read_alignments, write_toy_translation
 
 MODELS = {
     "transformer": ["--arch", "transformer_tiny"],
@@ -70,26 +70,26 @@ def measure(work_dir: str, updates: int = 350, seed: int = 5) -> List[Dict]:
     prefixes = write_toy_translation(os.path.join(work_dir, "raw"), SIZES, seed=seed)
     data = os.path.join(work_dir, "bin")
     if not os.path.exists(os.path.join(data, "dict.src.txt")):
-        pipeline.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
+        fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
     truth = read_alignments(prefixes["test"] + ".align")
     rows = []
     for name, flags in MODELS.items():
         save_dir = os.path.join(work_dir, name)
-        pipeline.run_fairseq("train", [data, "--user-dir", pipeline.USER_DIR, *flags, *SHARED,
+        fairseq_cli.run_fairseq("train", [data, "--user-dir", fairseq_cli.USER_DIR, *flags, *SHARED,
                                        "--max-update", updates, "--save-dir", save_dir],
                              os.path.join(work_dir, f"train.{name}.log"))
-        common = [data, "--user-dir", pipeline.USER_DIR, "--path",
+        common = [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
                   os.path.join(save_dir, "checkpoint_last.pt"), "--beam", "4", "--cpu",
                   "--batch-size", "64", "--print-alignment", "hard"]
-        scored = pipeline.run_fairseq("generate", common + ["--score-reference"])
-        searched = pipeline.run_fairseq("generate", common)
+        scored = fairseq_cli.run_fairseq("generate", common + ["--score-reference"])
+        searched = fairseq_cli.run_fairseq("generate", common)
         equal = [i for i, same in _matches(searched).items() if same]
         rows.append({
             "model": name,
             "reference_alignment_accuracy": accuracy(hard_alignments(scored), truth),
             "hypothesis_alignment_accuracy": accuracy(hard_alignments(searched), truth, equal),
             "hypotheses_equal_to_reference": len(equal),
-            "bleu": pipeline.parse_generation(searched).bleu,
+            "bleu": fairseq_output.parse_generation(searched).bleu,
         })
     return rows
 

@@ -23,14 +23,14 @@ import signal
 import sys
 from typing import Dict, List, Optional, Sequence
 
-from .. import pipeline
-from ..recipes import REPO_ROOT
+from ..toolkit import fairseq_cli
+
 from .data import check_raw_dir
 from .report import load_states, write_report
 from .runner import Comparison
 from .settings import TASKS
 
-DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+DEFAULT_DATA_ROOT = os.path.join(os.path.dirname(fairseq_cli.REPO_ROOT), "shared", "data")
 _FRONTIER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -178,11 +178,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             work_dirs.append((name, work_dir))
             comparison.run()
     except KeyboardInterrupt:
-        pipeline.stop_running_tools()
+        fairseq_cli.stop_running_tools()
         print("\nstopped: run the same command again to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, pipeline.FairseqCommandError) as error:
-        pipeline.stop_running_tools()
+    except (ValueError, FileNotFoundError, fairseq_cli.FairseqCommandError) as error:
+        fairseq_cli.stop_running_tools()
         print(f"error: {error}", file=sys.stderr)
         _remove_unfinished(created, None if parent_existed else args.work_dir)
         return 2

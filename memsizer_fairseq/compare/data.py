@@ -4,17 +4,14 @@ Raw layout (that of ``../shared/data``): ``{split}.{src}`` / ``{split}.{tgt}`` f
 summarization, ``{split}.txt`` for language modelling (one paragraph per line, documents
 separated by a blank line), with splits ``train``, ``valid`` and ``test``.
 """
-import itertools
 import os
-import re
 import shutil
 from typing import Dict, List, Optional
 
-from .. import pipeline
-from ..corpus_checks import check_corpus
-from ..recipes import encode_file
-from ..synthetic_corpora import write_toy_summarization, write_toy_wikitext
-from ..toy_data import write_toy_translation
+from ..toolkit import fairseq_cli, sentencepiece
+from ..toolkit.corpus_checks import check_corpus
+from ..toolkit.synthetic_corpora import write_toy_summarization, write_toy_wikitext
+from ..toolkit.toy_data import write_toy_translation
 from .settings import TaskSettings
 
 SPLITS = ("train", "valid", "test")
@@ -59,57 +56,24 @@ def write_tiny_corpus(task: TaskSettings, raw_dir: str, seed: int = 1):
             os.replace(path, os.path.join(raw_dir, f"{split}.txt"))
 
 
-def copy_head(source: str, target: str, lines: Optional[int]):
-    """``target`` = the first ``lines`` lines of ``source`` (all of it for None)."""
-    with open(source, encoding="utf-8") as fin, open(target, "w", encoding="utf-8") as fout:
-        fout.writelines(itertools.islice(fin, lines))
-
-
-_VOCAB_TOO_HIGH = re.compile(
-    r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)")
-
-
-class VocabularyTooLarge(ValueError):
-    """The training text has fewer pieces than the vocabulary asked for."""
-
-    def __init__(self, asked: int, allowed: int, inputs: List[str]):
-        super().__init__(f"a sentencepiece vocabulary of {asked} is more than the training text "
-                         f"({', '.join(inputs)}) allows: at most {allowed}")
-        self.asked, self.allowed = asked, allowed
-
-
 def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: int,
                         valid_lines: Optional[int], hard_vocab_limit: bool = True,
                         workers: int = 1) -> str:
     """Learn one sentencepiece BPE model on the training text (source and target together) and
     write the pieces of every split to ``spm_dir``; returns the model's path."""
-    import sentencepiece as spm
-
-    os.makedirs(spm_dir, exist_ok=True)
     exts = (task.src, task.tgt) if task.paired else ("txt",)
     inputs = [os.path.join(raw_dir, f"train.{ext}") for ext in exts]
-    prefix = os.path.join(spm_dir, "spm")
-    try:
-        spm.SentencePieceTrainer.train(
-            input=inputs, model_prefix=prefix, model_type="bpe", vocab_size=vocab,
-            character_coverage=1.0, input_sentence_size=2_000_000, shuffle_input_sentence=True,
-            hard_vocab_limit=hard_vocab_limit, num_threads=max(1, workers), minloglevel=2,
-        )
-    except RuntimeError as error:
-        allowed = _VOCAB_TOO_HIGH.search(str(error))
-        if allowed is None:
-            raise
-        raise VocabularyTooLarge(vocab, int(allowed.group(1)), inputs) from None
-    processor = spm.SentencePieceProcessor(model_file=prefix + ".model")
+    model = os.path.join(spm_dir, "spm.model")
+    processor = sentencepiece.learn_bpe(inputs, model, sentencepiece.bpe_options(
+        vocab, hard_vocab_limit=hard_vocab_limit, workers=workers,
+        input_sentence_size=2_000_000))
     for split in SPLITS:
         for ext in exts:
-            source = os.path.join(raw_dir, f"{split}.{ext}")
-            if split == "valid" and valid_lines:
-                head = os.path.join(spm_dir, f"valid-head.{ext}")
-                copy_head(source, head, valid_lines)
-                source = head
-            encode_file(processor, source, os.path.join(spm_dir, f"{split}.{ext}"), workers)
-    return prefix + ".model"
+            sentencepiece.encode_file(
+                processor, os.path.join(raw_dir, f"{split}.{ext}"),
+                os.path.join(spm_dir, f"{split}.{ext}"), workers,
+                lines=valid_lines if split == "valid" and valid_lines else None)
+    return model
 
 
 def binarize(task: TaskSettings, spm_dir: str, data_bin: str, workers: int = 1) -> str:
@@ -123,7 +87,7 @@ def binarize(task: TaskSettings, spm_dir: str, data_bin: str, workers: int = 1) 
         args = ["--only-source"]
     args += ["--trainpref", prefix("train"), "--validpref", prefix("valid"),
              "--testpref", prefix("test"), "--destdir", data_bin, "--workers", str(workers)]
-    return pipeline.run_fairseq("preprocess", args, os.path.join(data_bin, "preprocess.log"))
+    return fairseq_cli.run_fairseq("preprocess", args, os.path.join(data_bin, "preprocess.log"))
 
 
 def corpus_stats(task: TaskSettings, spm_dir: str) -> Dict[str, int]:

@@ -17,7 +17,6 @@ refuses a trained name given other flags.
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -26,8 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .. import pipeline
-from ..recipes import Args, merge_args, render_args
+from ..toolkit import fairseq_cli, fairseq_output, sentencepiece
+from ..toolkit.flags import Args, merge_args, render_args
 from . import data
 from .settings import ARCHS, TaskSettings
 
@@ -37,12 +36,6 @@ LM_TIMING = "lm_generation_timing"  # redone by --evaluate-again too
 FRONTIER = "frontier-"  # + configuration name: a frontier run
 # the stages that depend on the Memsizer's flags (redone when --memsizer-args changes)
 MEMSIZER_STAGES = ("evaluate:memsizer", "lm_generation_timing", "uptrain", "evaluate:uptrained")
-_PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
-_ROUGE = re.compile(r"ROUGE-1 = ([\d.]+), ROUGE-2 = ([\d.]+), ROUGE-L = ([\d.]+)")
-_LM_SCORE = re.compile(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)")
-_DONE = re.compile(r"done training in ([\d.]+) seconds")
-_JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
-_REFERENCE = re.compile(r"^T-(\d+)\t(.*)$", re.MULTILINE)
 
 
 def _difference(key: str, before, now) -> str:
@@ -55,62 +48,6 @@ def _difference(key: str, before, now) -> str:
     return f"other {key} than this version's ({changed})"
 
 
-def read_records(log_path: str) -> Dict[str, List[Dict]]:
-    """fairseq-train's JSON log records (``train_inner``, ``train``, ``valid``), in order.
-
-    A resumed run repeats the updates after its last checkpoint: for each update only the
-    record written last is kept.
-    """
-    records: Dict[str, Dict[int, Dict]] = {"train_inner": {}, "train": {}, "valid": {}}
-    if not os.path.isfile(log_path):
-        return {kind: [] for kind in records}
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            match = _JSON_RECORD.search(line)
-            if not match:
-                continue
-            try:
-                record = json.loads(match.group(2))
-            except json.JSONDecodeError:
-                continue
-            kind = match.group(1)
-            updates = record.get("num_updates", record.get(f"{kind}_num_updates"))
-            if updates is None:
-                continue
-            record = {k.replace("valid_", "", 1) if kind == "valid" else k: v
-                      for k, v in record.items()}
-            records[kind][int(float(updates))] = {k: _number(v) for k, v in record.items()}
-    return {kind: [by_update[u] for u in sorted(by_update)] for kind, by_update in records.items()}
-
-
-def training_wall_seconds(log_text: str) -> float:
-    """Training time summed over the fairseq-train sessions of a log (a resumed run starts a new
-    session): fairseq's "done training in" for a finished session, else its wall clock at the
-    last record before it was stopped."""
-    total = 0.0
-    for session in log_text.split("$ fairseq-train")[1:]:
-        done = _DONE.search(session)
-        if done:
-            total += float(done.group(1))
-            continue
-        walls = [json.loads(m.group(2)).get("wall") for m in map(_JSON_RECORD.search,
-                                                               session.splitlines()) if m]
-        walls = [float(w) for w in walls if w is not None]
-        total += max(walls, default=0.0)
-    return total
-
-
-def length_ratio(result: pipeline.GenerationResult) -> Optional[float]:
-    """Words of the detokenized hypotheses (``D-`` lines) over words of the references
-    (``T-`` lines) of a fairseq-generate run."""
-    references: Dict[int, str] = {}
-    for ident, text in _REFERENCE.findall(result.output):
-        references.setdefault(int(ident), text)
-    reference_words = sum(len(text.split()) for text in references.values())
-    hypothesis_words = sum(len(text.split()) for text in result.hypotheses.values())
-    return hypothesis_words / reference_words if reference_words else None
-
-
 def memsizer_overrides(args: Sequence[str]) -> Dict:
     """The Memsizer flags (slot counts, init scales, ...) among extra fairseq-train flags, as
     the converter's model overrides: the fine-tuned model must have the same shapes."""
@@ -120,13 +57,6 @@ def memsizer_overrides(args: Sequence[str]) -> Dict:
     add_memsizer_args(parser)
     known, _ = parser.parse_known_args(list(args))
     return {k: v for k, v in vars(known).items() if v is not None}
-
-
-def _number(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return value
 
 
 @dataclass
@@ -377,7 +307,7 @@ class Comparison:
             data.learn_and_apply_spm(self.task, self.raw_dir, self.spm_dir, vocab,
                                      self.budget.valid_lines, hard_vocab_limit=not self.tiny,
                                      workers=self.threads)
-        except data.VocabularyTooLarge as error:
+        except sentencepiece.VocabularyTooLarge as error:
             if self.vocab_size:  # asked for: refuse
                 raise ValueError(f"--vocab-size: {error}") from None
             vocab = error.allowed  # the task's default: as large as the corpus allows
@@ -407,7 +337,7 @@ class Comparison:
     def training_run(self, name: str, extra: Args = None, max_update: Optional[int] = None
                      ) -> TrainingRun:
         save_dir = os.path.join(self.work_dir, "checkpoints", name)
-        args = [self.data_bin, "--user-dir", pipeline.USER_DIR,
+        args = [self.data_bin, "--user-dir", fairseq_cli.USER_DIR,
                 *render_args(self._train_flags(name, extra, max_update)), "--save-dir", save_dir,
                 *self.train_args, *self._model_flags(name)]
         return TrainingRun(name, args, save_dir, os.path.join(self.work_dir, "logs",
@@ -435,15 +365,15 @@ class Comparison:
             def on_line(line: str):
                 log.write(line + "\n")
                 log.flush()
-                match = _JSON_RECORD.search(line)
-                if match and match.group(1) == "train_inner":
-                    updates = json.loads(match.group(2)).get("num_updates")
+                parsed = fairseq_output.json_record(line)
+                if parsed and parsed[0] == "train_inner":
+                    updates = parsed[1].get("num_updates")
                     if updates is not None:
                         bar.n = min(int(float(updates)), run.max_update)
                         bar.refresh()
 
             try:
-                pipeline.run_fairseq("train", run.args, env={"OMP_NUM_THREADS": str(threads)},
+                fairseq_cli.run_fairseq("train", run.args, env={"OMP_NUM_THREADS": str(threads)},
                                      on_line=on_line)
             finally:
                 bar.close()
@@ -488,16 +418,15 @@ class Comparison:
                 self._record(f"train:{name}", summary, start)
 
     def training_summary(self, run: TrainingRun) -> Dict:
-        records = read_records(run.log_path)
+        records = fairseq_output.read_records(run.log_path)
         with open(run.log_path, encoding="utf-8", errors="replace") as f:
             text = f.read()
-        params = _PARAMS.findall(text)
         valid = records["valid"]
         return {
-            "wall_seconds": training_wall_seconds(text),
+            "wall_seconds": fairseq_output.training_wall_seconds(text),
             "updates": max([int(r["num_updates"]) for r in records["train_inner"] + valid],
                            default=None),
-            "parameters": int(params[-1].replace(",", "")) if params else None,
+            "parameters": fairseq_output.model_parameters(text),
             "valid": valid,
             "train_inner": records["train_inner"],
         }
@@ -507,36 +436,34 @@ class Comparison:
         flags = merge_args(self.task.evaluate, self.budget.evaluate)
         if self.device == "cpu":
             flags = merge_args(flags, {"--cpu": True})
-        args = [self.data_bin, "--user-dir", pipeline.USER_DIR, "--path", checkpoint,
+        args = [self.data_bin, "--user-dir", fairseq_cli.USER_DIR, "--path", checkpoint,
                 "--gen-subset", "test", *render_args(flags)]
         log = os.path.join(self.work_dir, "logs", f"evaluate.{run.name}.log")
         env = {"OMP_NUM_THREADS": str(self.threads)}
         if not self.task.paired:
-            output = pipeline.run_fairseq("eval-lm", args, log, env=env)
-            match = _LM_SCORE.search(output)
-            if not match:
+            output = fairseq_cli.run_fairseq("eval-lm", args, log, env=env)
+            scores = fairseq_output.lm_scores(output)
+            if scores is None:
                 raise RuntimeError(f"no perplexity in {log}")
-            return {"loss_base2": float(match.group(1)), "perplexity": float(match.group(2)),
-                    **self.decoding_state(checkpoint)}
-        output = pipeline.run_fairseq("generate", args, log, env=env)
-        result = pipeline.parse_generation(output)
+            return {**scores, **self.decoding_state(checkpoint)}
+        output = fairseq_cli.run_fairseq("generate", args, log, env=env)
+        result = fairseq_output.parse_generation(output)
         scores: Dict = {"sentences": result.sentences, "tokens": result.tokens,
                         "generation_seconds": result.seconds,
                         "sentences_per_second": result.sentences_per_second,
                         "tokens_per_second": (result.tokens / result.seconds
                                               if result.seconds > 0 else None),
-                        "length_ratio": length_ratio(result),
+                        "length_ratio": fairseq_output.length_ratio(result),
                         **self.decoding_state(checkpoint)}
         if self.task.name == "translation":
             if result.bleu is None:
                 raise RuntimeError(f"no BLEU in {log}")
             scores["sacrebleu"] = result.bleu
         else:
-            match = _ROUGE.search(output)
-            if not match:
+            rouge = fairseq_output.rouge_scores(output)
+            if rouge is None:
                 raise RuntimeError(f"no ROUGE in {log}")
-            scores.update(rouge1=float(match.group(1)), rouge2=float(match.group(2)),
-                          rougeL=float(match.group(3)))
+            scores.update(rouge)
         return scores
 
     def decoding_state(self, checkpoint: str) -> Dict:

@@ -17,7 +17,7 @@ with a larger ``--max-update`` resumes training from the last checkpoints. ``tin
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
-from ..recipes import Args, merge_args
+from ..toolkit.flags import Args, merge_args
 
 ARCHS = ("transformer", "memsizer")
 

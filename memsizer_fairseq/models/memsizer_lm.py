@@ -37,6 +37,7 @@ from fairseq.models.transformer_lm import (
 from fairseq.modules import AdaptiveInput, CharacterTokenEmbedder
 from fairseq.utils import safe_getattr
 
+from .checkpoint_mismatch import ExplainsCheckpointMismatch
 from .memsizer_layers import MemsizerTransformerDecoder
 from .memsizer_options import (
     LM_DEFAULTS,
@@ -100,7 +101,7 @@ def _fill_lm_dataclass_defaults(args):
 
 
 @register_model("memsizer_lm")
-class MemsizerLanguageModel(TransformerLanguageModel):
+class MemsizerLanguageModel(ExplainsCheckpointMismatch, TransformerLanguageModel):
     """Transformer language model with causal Memsizer self-attention (Zhang & Cai, 2022)."""
 
     @classmethod

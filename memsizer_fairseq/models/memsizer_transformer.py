@@ -13,6 +13,7 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerConfig, TransformerModel
 from fairseq.models.transformer import transformer_legacy as fairseq_transformer
 
+from .checkpoint_mismatch import ExplainsCheckpointMismatch
 from .memsizer_layers import MemsizerTransformerDecoder, MemsizerTransformerEncoder
 from .memsizer_options import (
     MemsizerOptions,
@@ -59,7 +60,7 @@ def _config_with_options(cfg_or_args) -> TransformerConfig:
 
 
 @register_model("memsizer_transformer")
-class MemsizerTransformerModel(TransformerModel):
+class MemsizerTransformerModel(ExplainsCheckpointMismatch, TransformerModel):
     """Transformer (Vaswani et al., 2017) with Memsizer attention (Zhang & Cai, 2022)."""
 
     @classmethod

@@ -5,7 +5,7 @@ data, so the tiny mode runs exactly the real pipeline (sentencepiece, fairseq-pr
 fairseq-train, fairseq-generate / fairseq-eval-lm), only smaller:
 
 * translation: ``{split}.{src}`` / ``{split}.{tgt}``, one sentence per line (the made-up language
-  pair of :mod:`memsizer_fairseq.toy_data`);
+  pair of :mod:`memsizer_fairseq.toolkit.toy_data`);
 * summarization: ``{split}.source`` / ``{split}.target``, one document / summary per line. The
   documents are short news-like stories about made-up people; the ``cnn_dm`` style summary
   compresses the two lead events (content selection and deletion: highlights), the ``xsum`` style

@@ -1,6 +1,4 @@
-"""Clear errors for bad input that would otherwise fail late or cryptically.
-
-Importing this module (the plugin's ``__init__`` does) installs:
+"""A clear error when a checkpoint does not fit the model it is loaded into.
 
 * **Checkpoint / architecture mismatch.** Loading a checkpoint whose parameters do not fit the
   model (``--restore-file`` or ``--finetune-from-model`` of a plain ``transformer`` checkpoint
@@ -18,10 +16,9 @@ Memsizer flags fail at parse time naming the flag (``memsizer_options``); source
 skipped with that flag, or cut with ``--truncate-source``; empty lines become one-token (``</s>``)
 sentences, for which the Memsizer scalings ``n^(-1/2)``, ``t^(-1/2)`` stay finite.
 """
-import functools
 from typing import Dict, List, Optional, Tuple
 
-from .modules import MemsizerAttention
+from ..modules import MemsizerAttention
 
 _SOFTMAX_ATTENTION = ("k_proj", "v_proj", "out_proj")
 _MEMSIZER_ONLY = ("l_proj", "r_proj", "l_norm", "r_norm")
@@ -154,11 +151,14 @@ def describe_mismatch(model, state_dict) -> Optional[str]:
     return "\n".join(lines)
 
 
-def _explaining(load_state_dict):
-    @functools.wraps(load_state_dict)
-    def explained_load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
+class ExplainsCheckpointMismatch:
+    """Mixed into the plugin's models, before fairseq's model class: ``load_state_dict`` turns
+    PyTorch's list of missing and unexpected keys into :func:`describe_mismatch`'s message."""
+
+    def load_state_dict(self, state_dict, strict=True, model_cfg=None, args=None):
         try:
-            return load_state_dict(self, state_dict, strict=strict, model_cfg=model_cfg, args=args)
+            return super().load_state_dict(state_dict, strict=strict, model_cfg=model_cfg,
+                                           args=args)
         except RuntimeError as error:
             if isinstance(error, CheckpointMismatchError):
                 raise
@@ -166,19 +166,3 @@ def _explaining(load_state_dict):
             if message is None:
                 raise
             raise CheckpointMismatchError(message) from error
-
-    explained_load_state_dict.memsizer_explains_mismatch = True
-    return explained_load_state_dict
-
-
-def install():
-    """Install the checks (idempotent)."""
-    from .models.memsizer_lm import MemsizerLanguageModel
-    from .models.memsizer_transformer import MemsizerTransformerModel
-
-    for model_class in (MemsizerTransformerModel, MemsizerLanguageModel):
-        if not getattr(model_class.load_state_dict, "memsizer_explains_mismatch", False):
-            model_class.load_state_dict = _explaining(model_class.load_state_dict)
-
-
-install()

@@ -24,7 +24,7 @@ Further guards, installed by :func:`protect_checkpoint_files` (called when the p
   to a temporary file that is renamed over the target, so a name holds either the previous
   complete checkpoint or the new complete one.
 * (The data-order fix that makes a resumed run see the same batches lives in
-  :mod:`memsizer_fairseq.fairseq_fixes`.)
+  :mod:`memsizer_fairseq.compat.fixes`.)
 * **Distributed resume.** When a data-parallel run resumes, rank 0 loads the checkpoint and
   ``broadcast_object`` sends it to the other ranks, which ``torch.load`` it with the safe loader;
   what rank 0 sends holds fairseq's tensor placeholders and the OmegaConf config it built, so the

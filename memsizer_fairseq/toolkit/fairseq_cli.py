@@ -1,17 +1,19 @@
-"""Run fairseq's own command-line tools (as subprocesses) with this plugin, and read their output.
+"""Run fairseq's own command-line tools (as subprocesses) with this plugin.
 
 Used by the quick-start, the recipes' tiny modes, the comparison command and the end-to-end tests,
 so that they all exercise exactly what a user types: ``fairseq-preprocess``, ``fairseq-train``,
-``fairseq-generate`` ... with ``--user-dir`` pointing at this package.
+``fairseq-generate`` ... with ``--user-dir`` pointing at the plugin. Their output is read by
+:mod:`.fairseq_output`.
 """
 import os
-import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-USER_DIR = os.path.dirname(os.path.abspath(__file__))
+from .fairseq_output import GenerationResult, parse_generation
+
+USER_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the plugin package
+REPO_ROOT = os.path.dirname(USER_DIR)
 
 _TOOLS = {
     "preprocess": "fairseq_cli.preprocess",
@@ -126,44 +128,6 @@ def preprocess(
     if joined:
         args.append("--joined-dictionary")
     return run_fairseq("preprocess", args + list(extra), os.path.join(dest, "preprocess.log"))
-
-
-@dataclass
-class GenerationResult:
-    bleu: Optional[float]
-    sentences: int
-    tokens: int
-    seconds: float
-    hypotheses: Dict[int, str]
-    output: str
-
-    @property
-    def sentences_per_second(self) -> float:
-        return self.sentences / self.seconds if self.seconds > 0 else float("inf")
-
-
-_BLEU = re.compile(r"Generate \S+ with beam=\d+: BLEU4? = ([\d.]+)")
-_SACREBLEU = re.compile(r"Generate \S+ with beam=\d+: BLEU = ([\d.]+)")
-_TIMING = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
-
-
-def parse_generation(output: str) -> GenerationResult:
-    """Read BLEU, timing and the detokenized hypotheses (``D-`` lines) of fairseq-generate."""
-    bleu = _BLEU.search(output) or _SACREBLEU.search(output)
-    timing = _TIMING.search(output)
-    hypotheses = {}
-    for line in output.splitlines():
-        if line.startswith("D-"):
-            ident, _score, text = (line.split("\t") + ["", ""])[:3]
-            hypotheses.setdefault(int(ident[2:]), text)
-    return GenerationResult(
-        bleu=float(bleu.group(1)) if bleu else None,
-        sentences=int(timing.group(1).replace(",", "")) if timing else len(hypotheses),
-        tokens=int(timing.group(2).replace(",", "")) if timing else 0,
-        seconds=float(timing.group(3)) if timing else 0.0,
-        hypotheses=hypotheses,
-        output=output,
-    )
 
 
 def generate(

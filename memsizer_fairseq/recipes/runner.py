@@ -1,0 +1,181 @@
+"""Runs the steps of one recipe: raw text, sentencepiece, fairseq-preprocess, -train, and
+fairseq-generate or fairseq-eval-lm."""
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+from ..toolkit import fairseq_cli, sentencepiece
+from ..toolkit.corpus_checks import check_corpus
+from ..toolkit.fairseq_output import result_line
+from ..toolkit.flags import Args, merge_args, render_args
+from ..toolkit.synthetic_corpora import write_toy_corpus
+from .catalog import TINY_COMMON, TINY_GENERATE, Recipe
+
+
+@dataclass
+class RecipeResult:
+    recipe: str
+    tiny: bool
+    result_line: str
+    seconds: float
+    work_dir: str
+    log: List[str]
+
+
+class Runner:
+    """Runs (or, with ``dry_run``, only prints) the steps of one recipe in ``work_dir``."""
+
+    def __init__(self, recipe: Recipe, work_dir: str, raw_dir: Optional[str] = None,
+                 tiny: bool = False, workers: int = 1, dry_run: bool = False,
+                 extra_train: Sequence[str] = (), extra_evaluate: Sequence[str] = (),
+                 out=None):
+        if not tiny and not raw_dir:
+            raise ValueError("give --raw-dir DIR with your raw text files, or --tiny")
+        self.recipe = recipe
+        self.tiny = tiny
+        self.work_dir = os.path.abspath(work_dir)
+        self.raw_dir = os.path.abspath(raw_dir or os.path.join(self.work_dir, "raw"))
+        self.workers = workers
+        self.dry_run = dry_run
+        self.extra_train = list(extra_train)
+        self.extra_evaluate = list(extra_evaluate)
+        self.out = out if out is not None else sys.stdout
+        self.log: List[str] = []
+        self.spm_dir = os.path.join(self.work_dir, "spm")
+        self.data_bin = os.path.join(self.work_dir, "data-bin")
+        self.save_dir = os.path.join(self.work_dir, "checkpoints")
+
+    # what the steps run ------------------------------------------------------------------
+    def spm_vocab(self) -> Optional[int]:
+        if self.recipe.spm_vocab is None:
+            return None
+        return self.recipe.tiny.spm_vocab if self.tiny else self.recipe.spm_vocab
+
+    def preprocess_args(self) -> List[str]:
+        r = self.recipe
+        if r.src is None:
+            prefix = lambda split: os.path.join(self.raw_dir, f"wiki.{split}.tokens")  # noqa
+            args: Args = {"--trainpref": prefix("train"), "--validpref": prefix("valid"),
+                          "--testpref": prefix("test")}
+        else:
+            prefix = lambda split: os.path.join(self.spm_dir, split)  # noqa
+            args = {"--source-lang": r.src, "--target-lang": r.tgt,
+                    "--trainpref": prefix("train"), "--validpref": prefix("valid"),
+                    "--testpref": prefix("test"), "--joined-dictionary": True}
+        args.update({"--destdir": self.data_bin, "--workers": self.workers})
+        return render_args(merge_args(args, r.preprocess))
+
+    def train_args(self) -> List[str]:
+        args = self.recipe.train
+        if self.tiny:
+            args = merge_args(merge_args(args, TINY_COMMON), self.recipe.tiny.train)
+        return [self.data_bin, "--user-dir", fairseq_cli.USER_DIR, *render_args(args),
+                "--save-dir", self.save_dir, *self.extra_train]
+
+    def evaluate_args(self) -> List[str]:
+        args = self.recipe.evaluate
+        if self.tiny:
+            args = merge_args(merge_args(args, TINY_GENERATE), self.recipe.tiny.evaluate)
+        if self.recipe.evaluate_tool == "eval-lm":
+            args = merge_args(args, {"--batch-size": None})
+        checkpoint = os.path.join(self.save_dir, "checkpoint_best.pt")
+        return [self.data_bin, "--user-dir", fairseq_cli.USER_DIR, "--path", checkpoint,
+                "--gen-subset", "test", *render_args(args), *self.extra_evaluate]
+
+    # running ------------------------------------------------------------------------------
+    def say(self, message: str):
+        print(message, file=self.out, flush=True)
+
+    def fairseq(self, tool: str, args: List[str], log_name: str) -> str:
+        self.say("$ " + shlex.join(["fairseq-" + tool, *args]))
+        if self.dry_run:
+            return ""
+        output = fairseq_cli.run_fairseq(tool, args, os.path.join(self.work_dir, "logs", log_name))
+        self.log.append(output)
+        return output
+
+    def step_raw(self):
+        if self.tiny:
+            self.say(f"[raw] writing the synthetic {self.recipe.corpus} corpus to {self.raw_dir}")
+            if not self.dry_run:
+                write_toy_corpus(self.recipe.corpus, self.raw_dir, self.recipe.tiny.sizes,
+                                 src=self.recipe.src, tgt=self.recipe.tgt)
+        self.check_raw()
+
+    def check_raw(self):
+        """Refuse missing or unusable raw files (before anything is written)."""
+        files = self.recipe.raw_files(self.raw_dir)
+        missing = [p for p in files if not os.path.exists(p)]
+        if missing and not self.dry_run:
+            raise FileNotFoundError(
+                f"{self.recipe.name}: missing raw files {missing}; expected in --raw-dir: "
+                f"{self.recipe.layout}"
+            )
+        if not self.dry_run:  # readable UTF-8 text, parallel sides of equal length
+            check_corpus(files, list(zip(files[::2], files[1::2])) if self.recipe.src else [])
+
+    def step_spm(self):
+        vocab = self.spm_vocab()
+        if vocab is None:
+            self.say("[spm] word-level data: no sentencepiece model")
+            return
+        r = self.recipe
+        model = os.path.join(self.spm_dir, "spm.model")
+        options = sentencepiece.bpe_options(vocab, hard_vocab_limit=not self.tiny,
+                                            workers=self.workers, **r.spm_options)
+        inputs = [os.path.join(self.raw_dir, f"train.{lang}") for lang in (r.src, r.tgt)]
+        self.say(f"[spm] learning a joined sentencepiece model on {' + '.join(inputs)}: "
+                 + ", ".join(f"{k}={v}" for k, v in options.items()))
+        if self.dry_run:
+            return
+        processor = sentencepiece.learn_bpe(inputs, model, options)
+        for split in r.splits:
+            for lang in (r.src, r.tgt):
+                source = os.path.join(self.raw_dir, f"{split}.{lang}")
+                target = os.path.join(self.spm_dir, f"{split}.{lang}")
+                sentencepiece.encode_file(processor, source, target, self.workers)
+        self.say(f"[spm] encoded {len(r.splits) * 2} files into {self.spm_dir}")
+
+    def fresh_start(self):
+        """``--tiny`` always starts over: remove what an earlier tiny run of this recipe made."""
+        for path in (self.raw_dir, self.spm_dir, self.data_bin, self.save_dir,
+                     os.path.join(self.work_dir, "logs")):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+
+    def binarized(self) -> bool:
+        """Whether fairseq-preprocess finished here (the test split is written last)."""
+        r = self.recipe
+        last = "test.idx" if r.src is None else f"test.{r.src}-{r.tgt}.{r.tgt}.idx"
+        return os.path.exists(os.path.join(self.data_bin, last))
+
+    def run(self) -> RecipeResult:
+        start = time.time()
+        mode = "tiny" if self.tiny else "full"
+        self.say(f"== {self.recipe.name} ({self.recipe.title}), {mode} mode, in {self.work_dir}")
+        if not self.dry_run:
+            if self.tiny:
+                self.fresh_start()
+            elif not self.binarized():
+                self.check_raw()
+            os.makedirs(self.work_dir, exist_ok=True)
+        if not self.dry_run and not self.tiny and self.binarized():
+            # a second run on real data: keep the binarized data, resume training
+            self.say(f"[skip] {self.data_bin} holds binarized data: skipping spm and "
+                     "preprocessing (delete it to redo them); fairseq-train resumes from "
+                     f"{self.save_dir}/checkpoint_last.pt if it exists")
+        else:
+            self.step_raw()
+            self.step_spm()
+            self.fairseq("preprocess", self.preprocess_args(), "preprocess.log")
+        self.fairseq("train", self.train_args(), "train.log")
+        output = self.fairseq(self.recipe.evaluate_tool, self.evaluate_args(), "evaluate.log")
+        result = result_line(output) if not self.dry_run else "(dry run)"
+        seconds = time.time() - start
+        self.say(result)
+        self.say(f"== {self.recipe.name} {mode}: done in {seconds:.0f}s")
+        return RecipeResult(self.recipe.name, self.tiny, result, seconds, self.work_dir, self.log)
