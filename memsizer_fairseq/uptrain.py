@@ -35,21 +35,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-# The Transformer architecture a Memsizer preset extends (fairseq's names on the left).
-ARCH_MAP = {
-    "transformer": "memsizer_transformer",
-    "transformer_tiny": "memsizer_transformer_tiny",
-    "transformer_iwslt_de_en": "memsizer_transformer_iwslt_de_en",
-    "transformer_wmt_en_de": "memsizer_transformer_wmt_en_de",
-    "transformer_wmt_en_de_big": "memsizer_transformer_wmt_en_de_big",
-    "transformer_vaswani_wmt_en_de_big": "memsizer_vaswani_wmt_en_de_big",
-    "transformer_lm": "memsizer_lm",
-    "transformer_lm_big": "memsizer_lm_big",
-    "transformer_lm_wiki103": "memsizer_lm_wiki103",
-    "transformer_lm_baevski_wiki103": "memsizer_lm_wiki103",
-    "transformer_lm_gpt2_small": "memsizer_lm_gpt2_small",
-    "transformer_lm_gpt2_medium": "memsizer_lm_gpt2_medium",
-}
+from .models.presets import uptrain_arch_map
+
+# The Memsizer preset that extends each fairseq Transformer architecture (fairseq's names as keys).
+ARCH_MAP = uptrain_arch_map()
 MEMSIZER_OWN = ("q_proj", "l_proj", "r_proj", "l_norm", "r_norm")
 ATTENTION_INITS = ("svd", "paper")
 

@@ -69,3 +69,18 @@ def reference_read_weights(module, query, source=None, source_pad=None):
                     l_j = module.l_norm(module.l_proj(source[j, b]))
                     weights[h, b, t, j] = (a_h @ l_j) / len(positions) ** 0.5
     return weights
+
+
+def assert_gradients_match(out, ref, inputs, module, **tolerance):
+    """``out`` and the reference output ``ref`` have the same gradients with respect to
+    ``inputs`` and ``module``'s parameters (under one random weighting of the outputs); where
+    the reference has none (an unused parameter), ``out``'s is absent or zero."""
+    weights = torch.randn_like(out)
+    wrt = list(inputs) + list(module.parameters())
+    grads = torch.autograd.grad((out * weights).sum(), wrt, allow_unused=True)
+    want = torch.autograd.grad((ref * weights).sum(), wrt, allow_unused=True)
+    for got, expected in zip(grads, want):
+        if expected is None:
+            assert got is None or torch.count_nonzero(got) == 0
+        else:
+            torch.testing.assert_close(got, expected, **tolerance)

@@ -62,6 +62,12 @@ def _module_of(key: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
+def _layers_holding(keys, submodules, layers: List[str]) -> List[str]:
+    """The names in ``layers`` that own a key in ``keys`` of one of ``submodules`` (sorted)."""
+    owners = {_owner(key, layers) for key in keys if _module_of(key) in submodules}
+    return sorted(owner for owner in owners if owner is not None)
+
+
 def _sample(keys, count=_SHOWN) -> str:
     keys = list(keys)
     shown = ", ".join(keys[:count])
@@ -93,11 +99,7 @@ def describe_mismatch(model, state_dict) -> Optional[str]:
 
     lines = [f"The checkpoint does not fit this model (--arch {_arch(model)})."]
     # Layers with softmax attention in the checkpoint where the model has Memsizer attention.
-    softmax_in_checkpoint = sorted({
-        owner for key in unexpected
-        if _module_of(key) in _SOFTMAX_ATTENTION
-        for owner in [_owner(key, memsizer_names)] if owner is not None
-    })
+    softmax_in_checkpoint = _layers_holding(unexpected, _SOFTMAX_ATTENTION, memsizer_names)
     if softmax_in_checkpoint:
         lines.append(
             f"{len(softmax_in_checkpoint)} attention layer(s) hold softmax attention "
@@ -107,11 +109,8 @@ def describe_mismatch(model, state_dict) -> Optional[str]:
             "or without --encoder-use-memsizer): Memsizer layers cannot be loaded from it. Load "
             "it with the architecture and flags it was trained with."
         )
-    memsizer_in_checkpoint = sorted({
-        owner for key in unexpected
-        if _module_of(key) in _MEMSIZER_ONLY
-        for owner in [_owner(key, softmax)] if owner is not None
-    })
+    # Layers with Memsizer attention in the checkpoint where the model has softmax attention.
+    memsizer_in_checkpoint = _layers_holding(unexpected, _MEMSIZER_ONLY, softmax)
     if memsizer_in_checkpoint:
         lines.append(
             f"{len(memsizer_in_checkpoint)} attention layer(s) hold Memsizer attention in the "

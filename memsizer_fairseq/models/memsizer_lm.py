@@ -26,8 +26,7 @@ from dataclasses import MISSING, fields
 
 from fairseq import options as fairseq_options
 from fairseq.dataclass.utils import gen_parser_from_dataclass
-from fairseq.models import register_model, register_model_architecture
-from fairseq.models import transformer_lm as fairseq_lm
+from fairseq.models import register_model
 from fairseq.models.transformer import TransformerConfig
 from fairseq.models.transformer_lm import (
     DEFAULT_MAX_TARGET_POSITIONS,
@@ -40,13 +39,12 @@ from fairseq.utils import safe_getattr
 from .checkpoint_mismatch import ExplainsCheckpointMismatch
 from .memsizer_layers import MemsizerTransformerDecoder
 from .memsizer_options import (
-    LM_DEFAULTS,
     MemsizerOptions,
     add_memsizer_args,
     check_heads_divide_width,
-    fill_memsizer_defaults,
     reject_unsupported,
 )
+from .presets import register_presets
 
 
 def validate_memsizer_lm_args(args) -> MemsizerOptions:
@@ -178,40 +176,9 @@ class MemsizerLanguageModel(ExplainsCheckpointMismatch, TransformerLanguageModel
         return cls.build_embedding(args, task.source_dictionary, args.decoder_input_dim)
 
 
-def _memsizer_lm_architecture(name: str, lm_preset, **preset_overrides):
-    """Register ``name`` = the Memsizer LM defaults on top of fairseq's ``lm_preset``.
-
-    ``preset_overrides`` are further values the preset fills when unset (before ``lm_preset``).
-    """
-
-    def architecture(args):
-        _forget_unset_lm_fields(args)
-        fill_memsizer_defaults(args, LM_DEFAULTS)
-        for key, value in preset_overrides.items():
-            if safe_getattr(args, key, None) is None:
-                setattr(args, key, value)
-        lm_preset(args)
-        _fill_lm_dataclass_defaults(args)
-
-    architecture.__name__ = name
-    architecture.__doc__ = f"Memsizer LM defaults over fairseq's {lm_preset.__name__}."
-    return register_model_architecture("memsizer_lm", name)(architecture)
-
-
-memsizer_lm_base_architecture = _memsizer_lm_architecture(
-    "memsizer_lm", fairseq_lm.base_lm_architecture
+# memsizer_lm, memsizer_lm_big, ... (the "language_modeling" rows of PRESETS): the transformer_lm
+# fields a plain parser left as None are forgotten first and given their dataclass defaults last.
+ARCHITECTURES = register_presets(
+    "language_modeling", before=_forget_unset_lm_fields, after=_fill_lm_dataclass_defaults
 )
-memsizer_lm_big = _memsizer_lm_architecture("memsizer_lm_big", fairseq_lm.transformer_lm_big)
-# The authors' Wikitext-103 run: Baevski & Auli's adaptive-input model, 32 layers, layerdrop 0.2.
-memsizer_lm_wiki103 = _memsizer_lm_architecture(
-    "memsizer_lm_wiki103",
-    fairseq_lm.transformer_lm_baevski_wiki103,
-    decoder_layers=32,
-    decoder_layerdrop=0.2,
-)
-memsizer_lm_gpt2_small = _memsizer_lm_architecture(
-    "memsizer_lm_gpt2_small", fairseq_lm.transformer_lm_gpt2_small
-)
-memsizer_lm_gpt2_medium = _memsizer_lm_architecture(
-    "memsizer_lm_gpt2_medium", fairseq_lm.transformer_lm_gpt2_medium
-)
+memsizer_lm_base_architecture = ARCHITECTURES["memsizer_lm"]

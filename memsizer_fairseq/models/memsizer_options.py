@@ -1,31 +1,14 @@
 """Memsizer's own hyper-parameters: command-line flags, defaults and validation.
 
-The flags keep the names of the authors' plugin. Every flag defaults to ``None`` on the command
-line, so that an omitted flag never overrides what an architecture preset sets (the authors'
-plugin had argparse defaults of 128 / 256 slots that silently replaced the presets' 4 / 32).
-Architecture functions fill the unset values with :func:`fill_memsizer_defaults`.
+The flags keep the names of the authors' plugin and are declared once, as the fields of
+:class:`MemsizerConfig`; :func:`add_memsizer_args` adds them to a parser. Every flag defaults to
+``None`` on the command line, so that an omitted flag never overrides what an architecture preset
+sets (the authors' plugin had argparse defaults of 128 / 256 slots that silently replaced the
+presets' 4 / 32). Architecture functions fill the unset values with :func:`fill_unset`.
 """
 import argparse
-from dataclasses import dataclass, fields
-from typing import Tuple, Union
-
-# The paper's machine-translation setting (SPEC: decoder self k=4, cross k=32, scales 8 and 8).
-MT_DEFAULTS = dict(
-    use_memsizer=False,
-    encoder_use_memsizer=False,
-    decoder_use_memsizer=True,
-    causal_proj_dim=4,
-    cross_proj_dim=32,
-    cross_attention="memsizer",
-    encoder_proj_dim=None,  # falls back to cross_proj_dim
-    q_init_scale=8.0,
-    kv_init_scale=8.0,
-    read_init_gain=1.0,
-    memsizer_block_size=64,
-)
-
-# The paper's language-modelling setting (Memsizer in every layer, k = 32, scales 32 and 1).
-LM_DEFAULTS = dict(MT_DEFAULTS, causal_proj_dim=32, q_init_scale=32.0, kv_init_scale=1.0)
+from dataclasses import asdict, dataclass, field, fields
+from typing import Optional, Tuple, Union
 
 
 def str2bool(value) -> bool:
@@ -82,42 +65,94 @@ def read_init_gain(value):
         raise argparse.ArgumentTypeError(f"expected a positive number or sqrt-k, got {value!r}")
 
 
+def flag_of(name: str) -> str:
+    """The command-line flag of the attribute ``name``: ``--causal-proj-dim`` for
+    ``causal_proj_dim``."""
+    return "--" + name.replace("_", "-")
+
+
+def _switch(help: str):
+    """A boolean flag: ``--flag`` alone means true, ``--flag false`` false."""
+    return field(default=None, metadata={
+        "help": help, "type": str2bool, "nargs": "?", "const": True, "metavar": "BOOL"})
+
+
+def _flag(parse, metavar: str, help: str):
+    """A flag whose value ``parse`` reads (it raises ``argparse.ArgumentTypeError``)."""
+    return field(default=None, metadata={"help": help, "type": parse, "metavar": metavar})
+
+
+@dataclass
+class MemsizerConfig:
+    """Memsizer's command-line flags, one field a flag (named like the flag's attribute).
+
+    A field's ``metadata`` holds the flag's argparse settings (``help``, the parser ``type``,
+    ``metavar`` ...). Every field defaults to ``None``: the architecture presets fill what the
+    command line leaves unset.
+    """
+
+    use_memsizer: Optional[bool] = _switch(
+        "use Memsizer for every attention layer (encoder and decoder)")
+    encoder_use_memsizer: Optional[bool] = _switch("use Memsizer for encoder self-attention")
+    decoder_use_memsizer: Optional[bool] = _switch(
+        "use Memsizer for decoder self-attention and cross-attention")
+    causal_proj_dim: Optional[int] = _flag(
+        positive_int, "K", "memory slots k of causal (decoder/LM) self-attention")
+    cross_proj_dim: Optional[int] = _flag(positive_int, "K", "memory slots k of cross-attention")
+    cross_attention: Optional[str] = _flag(
+        cross_attention_mode, "MODE",
+        "cross-attention of Memsizer decoder layers: memsizer (the paper's), softmax (fairseq's "
+        "encoder-decoder attention; the decoder self-attention stays Memsizer), or one per "
+        "decoder layer, e.g. memsizer,memsizer,softmax")
+    encoder_proj_dim: Optional[int] = _flag(
+        positive_int, "K", "memory slots k of encoder self-attention (default: --cross-proj-dim)")
+    q_init_scale: Optional[float] = _flag(
+        positive_float, "S", "Xavier gain S^(-1/2) for the slot-logit projection Phi")
+    kv_init_scale: Optional[float] = _flag(
+        positive_float, "S", "Xavier gain S^(-1/2) for the value projections W_l and W_r")
+    read_init_gain: Optional[Union[float, str]] = _flag(
+        read_init_gain, "G",
+        "beyond the paper: initial weight of the LayerNorm of the values r (the paper's: 1); "
+        "sqrt-k gives each layer sqrt(its slots), so the read's initial output scale no longer "
+        "shrinks with k")
+    memsizer_block_size: Optional[int] = _flag(
+        positive_int, "C", "block length of the linear-time causal training path")
+
+
 def add_memsizer_args(parser):
-    """Add Memsizer's flags (no defaults: presets fill them)."""
+    """Add Memsizer's flags, the fields of :class:`MemsizerConfig` (no defaults: presets fill
+    them)."""
     group = parser.add_argument_group("Memsizer")
-    switch = dict(type=str2bool, nargs="?", const=True, default=None, metavar="BOOL")
-    group.add_argument("--use-memsizer", **switch,
-                       help="use Memsizer for every attention layer (encoder and decoder)")
-    group.add_argument("--encoder-use-memsizer", **switch,
-                       help="use Memsizer for encoder self-attention")
-    group.add_argument("--decoder-use-memsizer", **switch,
-                       help="use Memsizer for decoder self-attention and cross-attention")
-    group.add_argument("--causal-proj-dim", type=positive_int, metavar="K",
-                       help="memory slots k of causal (decoder/LM) self-attention")
-    group.add_argument("--cross-proj-dim", type=positive_int, metavar="K",
-                       help="memory slots k of cross-attention")
-    group.add_argument("--cross-attention", type=cross_attention_mode, metavar="MODE",
-                       help="cross-attention of Memsizer decoder layers: memsizer (the paper's), "
-                            "softmax (fairseq's encoder-decoder attention; the decoder "
-                            "self-attention stays Memsizer), or one per decoder layer, e.g. "
-                            "memsizer,memsizer,softmax")
-    group.add_argument("--encoder-proj-dim", type=positive_int, metavar="K",
-                       help="memory slots k of encoder self-attention (default: --cross-proj-dim)")
-    group.add_argument("--q-init-scale", type=positive_float, metavar="S",
-                       help="Xavier gain S^(-1/2) for the slot-logit projection Phi")
-    group.add_argument("--kv-init-scale", type=positive_float, metavar="S",
-                       help="Xavier gain S^(-1/2) for the value projections W_l and W_r")
-    group.add_argument("--read-init-gain", type=read_init_gain, metavar="G",
-                       help="beyond the paper: initial weight of the LayerNorm of the values r "
-                            "(the paper's: 1); sqrt-k gives each layer sqrt(its slots), so the "
-                            "read's initial output scale no longer shrinks with k")
-    group.add_argument("--memsizer-block-size", type=positive_int, metavar="C",
-                       help="block length of the linear-time causal training path")
+    for fld in fields(MemsizerConfig):
+        group.add_argument(flag_of(fld.name), default=None, **fld.metadata)
 
 
-def fill_memsizer_defaults(args, defaults=MT_DEFAULTS):
-    """Set every Memsizer attribute that is unset (missing or None); idempotent."""
-    for name, value in defaults.items():
+# The paper's machine-translation setting (SPEC: decoder self k=4, cross k=32, scales 8 and 8).
+MT_DEFAULTS = asdict(MemsizerConfig(
+    use_memsizer=False,
+    encoder_use_memsizer=False,
+    decoder_use_memsizer=True,
+    causal_proj_dim=4,
+    cross_proj_dim=32,
+    cross_attention="memsizer",
+    encoder_proj_dim=None,  # falls back to cross_proj_dim
+    q_init_scale=8.0,
+    kv_init_scale=8.0,
+    read_init_gain=1.0,
+    memsizer_block_size=64,
+))
+
+# The paper's language-modelling setting (Memsizer in every layer, k = 32, scales 32 and 1).
+LM_DEFAULTS = dict(MT_DEFAULTS, causal_proj_dim=32, q_init_scale=32.0, kv_init_scale=1.0)
+
+
+def fill_unset(args, values):
+    """Set each attribute of ``values`` that ``args`` leaves unset (missing or None); idempotent.
+
+    The one rule of every architecture preset: a value given on the command line (or stored in
+    a checkpoint) always wins over the preset's.
+    """
+    for name, value in values.items():
         if getattr(args, name, None) is None:
             setattr(args, name, value)
 
@@ -188,7 +223,7 @@ class MemsizerOptions:
             if ok and kind is float:
                 ok = value != float("inf")
             if not ok:
-                flag = "--" + flag_names.get(name, name).replace("_", "-")
+                flag = flag_of(flag_names.get(name, name))
                 noun = "integer" if kind is int else "number"
                 raise ValueError(f"{flag} must be a positive {noun}, got {value!r}")
 
@@ -232,7 +267,7 @@ def reject_unsupported(args, where: str):
     """Transformer options that have no meaning for a Memsizer layer fail loudly."""
     for name in ("cross_self_attention", "scale_heads"):
         if getattr(args, name, False):
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"{flag} is not supported with Memsizer attention in the {where}")
+            raise ValueError(
+                f"{flag_of(name)} is not supported with Memsizer attention in the {where}")
 
 

@@ -9,9 +9,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Optional
 
-from fairseq.models import register_model, register_model_architecture
+from fairseq.models import register_model
 from fairseq.models.transformer import TransformerConfig, TransformerModel
-from fairseq.models.transformer import transformer_legacy as fairseq_transformer
 
 from .checkpoint_mismatch import ExplainsCheckpointMismatch
 from .memsizer_layers import MemsizerTransformerDecoder, MemsizerTransformerEncoder
@@ -19,9 +18,9 @@ from .memsizer_options import (
     MemsizerOptions,
     add_memsizer_args,
     check_heads_divide_width,
-    fill_memsizer_defaults,
     reject_unsupported,
 )
+from .presets import register_presets
 
 _OPTIONS_BEING_BUILT: ContextVar[Optional[MemsizerOptions]] = ContextVar(
     "memsizer_options_being_built", default=None
@@ -91,34 +90,6 @@ class MemsizerTransformerModel(ExplainsCheckpointMismatch, TransformerModel):
         )
 
 
-def _memsizer_architecture(name: str, transformer_preset):
-    """Register ``name`` = the Memsizer defaults on top of fairseq's ``transformer_preset``."""
-
-    def architecture(args):
-        fill_memsizer_defaults(args)
-        transformer_preset(args)
-
-    architecture.__name__ = name
-    architecture.__doc__ = f"Memsizer defaults over fairseq's {transformer_preset.__name__}."
-    return register_model_architecture("memsizer_transformer", name)(architecture)
-
-
-memsizer_base_architecture = _memsizer_architecture(
-    "memsizer_transformer", fairseq_transformer.base_architecture
-)
-memsizer_transformer_tiny = _memsizer_architecture(
-    "memsizer_transformer_tiny", fairseq_transformer.tiny_architecture
-)
-memsizer_transformer_iwslt_de_en = _memsizer_architecture(
-    "memsizer_transformer_iwslt_de_en", fairseq_transformer.transformer_iwslt_de_en
-)
-memsizer_transformer_wmt_en_de = _memsizer_architecture(
-    "memsizer_transformer_wmt_en_de", fairseq_transformer.transformer_wmt_en_de
-)
-memsizer_transformer_wmt_en_de_big = _memsizer_architecture(
-    "memsizer_transformer_wmt_en_de_big", fairseq_transformer.transformer_wmt_en_de_big
-)
-# The authors' name for their WMT16 En-De Transformer-big run.
-memsizer_vaswani_wmt_en_de_big = _memsizer_architecture(
-    "memsizer_vaswani_wmt_en_de_big", fairseq_transformer.transformer_vaswani_wmt_en_de_big
-)
+# memsizer_transformer, memsizer_transformer_tiny, ... (the "translation" rows of PRESETS).
+ARCHITECTURES = register_presets("translation")
+memsizer_base_architecture = ARCHITECTURES["memsizer_transformer"]

@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .causal_read import _prepare
+from .causal_read import _prepare, _running_counts, _with_initial_sum
 
 
 def authors_causal_read(
@@ -31,10 +31,7 @@ def authors_causal_read(
     dim = r.size(-1)
     # T x B x k x d per-position outer products l_j r_j^T.
     outer = torch.einsum("btk,btd->tbkd", l, r)
-    counts = keep.cumsum(dim=1)  # B x T
-    if init_count is not None:
-        counts = counts + init_count.to(acc).unsqueeze(1)
-    scale = counts.clamp(min=1).rsqrt()  # B x T
+    counts, scale = _running_counts(keep, init_count)  # B x T each
     # T x T causal mixing (per sentence, since n_t depends on its padding): B x T x T.
     causal = torch.ones(seq_len, seq_len, dtype=acc, device=l.device).tril()
     mixing = causal.unsqueeze(0) * scale.unsqueeze(-1)
@@ -46,7 +43,5 @@ def authors_causal_read(
             seq_len, bsz, 1, 1
         )
     y = torch.einsum("btk,tbkd->btd", a, memories)
-    final_sum = outer.sum(dim=0)
-    if init_sum is not None:
-        final_sum = final_sum + init_sum.to(acc)
+    final_sum = _with_initial_sum(outer.sum(dim=0), init_sum)
     return y.to(out_dtype), final_sum, counts[:, -1]

@@ -18,14 +18,8 @@ import torch
 from torch import Tensor
 
 DEFAULT_BLOCK_SIZE = 64
-# Up to this length the quadratic form does less work in fewer kernels than the chunked one.
-# Measured (forward + backward of the read, float32, k = 32, d 256 to 1024, batch 1 and 4, one
-# CPU thread): the quadratic form wins up to T = 224, the chunked one (block 64) from T = 320 on,
-# and at T = 256 they are within noise of each other. Blocks of 32 were slower than 64 from
-# T = 256 on; blocks of 128 gained only at T >= 1024 with d = 1024.
-# On an H200 (float32, k = 32, d 512 / 1024, batch 8 / 4) the two-GEMM form stays launch-bound
-# and wins up to T = 1024 (0.9 ms against 1.2 to 1.3 ms), the chunked one from T = 2048 on (1.2 ms
-# against 2.9 ms): the threshold is chosen per device type.
+# Up to this length the quadratic form does less work in fewer kernels than the chunked one; the
+# crossover depends on the device type (measurements: docs/design_notes.md).
 QUADRATIC_MAX_LEN_BY_DEVICE = {"cpu": 256, "cuda": 1024}
 DEFAULT_QUADRATIC_MAX_LEN = QUADRATIC_MAX_LEN_BY_DEVICE["cpu"]
 
@@ -41,16 +35,27 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def _finish(
-    read: Tensor, keep: Tensor, init_count: Optional[Tensor]
-) -> Tuple[Tensor, Tensor]:
-    """Scale the unnormalised read by ``n_t^(-1/2)``; returns (scaled read, final count)."""
+def _running_counts(keep: Tensor, init_count: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The counts ``n_t`` of non-pad positions up to each t (``B x T``, starting from ``n_0``)
+    and the read's scale ``n_t^(-1/2)`` (``B x T``)."""
     counts = keep.cumsum(dim=1)  # B x T
     if init_count is not None:
         counts = counts + init_count.to(counts.dtype).unsqueeze(1)
     # n_t = 0 only at positions with no non-pad token so far: their read is an empty sum (zero).
-    scale = counts.clamp(min=1).rsqrt().unsqueeze(-1)
-    return read * scale, counts[:, -1]
+    return counts, counts.clamp(min=1).rsqrt()
+
+
+def _with_initial_sum(total: Tensor, init_sum: Optional[Tensor]) -> Tensor:
+    """A running sum ``B x k x d`` written by this call, plus the initial one ``S_0`` if any."""
+    return total if init_sum is None else total + init_sum.to(total.dtype)
+
+
+def _finish(
+    read: Tensor, keep: Tensor, init_count: Optional[Tensor]
+) -> Tuple[Tensor, Tensor]:
+    """Scale the unnormalised read by ``n_t^(-1/2)``; returns (scaled read, final count)."""
+    counts, scale = _running_counts(keep, init_count)
+    return read * scale.unsqueeze(-1), counts[:, -1]
 
 
 def _prepare(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor]):
@@ -65,8 +70,7 @@ def _prepare(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor]):
 
 
 def _final_sum(l: Tensor, r: Tensor, init_sum: Optional[Tensor]) -> Tensor:
-    total = torch.bmm(l.transpose(1, 2), r)  # B x k x d
-    return total if init_sum is None else total + init_sum.to(total.dtype)
+    return _with_initial_sum(torch.bmm(l.transpose(1, 2), r), init_sum)  # B x k x d
 
 
 def quadratic_causal_read(
@@ -130,9 +134,8 @@ def chunked_causal_read(
     read = read + torch.bmm(a_blk, prefix.view(bsz * num_blocks, slots, dim))
     read = read.view(bsz, num_blocks * block_size, dim)[:, :seq_len]
 
-    final_sum = inclusive[:, -1].clone()  # not a view: the state must not pin `inclusive`
-    if init_sum is not None:
-        final_sum = final_sum + init_sum.to(final_sum.dtype)
+    # not a view: the state must not pin `inclusive`
+    final_sum = _with_initial_sum(inclusive[:, -1].clone(), init_sum)
     y, count = _finish(read, keep, init_count)
     return y.to(out_dtype), final_sum, count
 
