@@ -11,12 +11,12 @@ source word is the true one (references; and hypotheses equal to their reference
 beam-search BLEU. Memsizer's weights are the implicit ones of its read,
 ``w_tj = n^(-1/2) a(z_t) . l_j``.
 """
-import argparse
 import json
 import os
 from typing import Dict, List, Optional, Sequence
 
 from ..toolkit import fairseq_cli, fairseq_output
+from . import arguments
 from ..toolkit.toy_data import read_alignments, write_toy_translation
 
 MODELS = {
@@ -106,11 +106,17 @@ def render(rows: List[Dict], sentences: int) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--work-dir", default="alignment-work")
-    parser.add_argument("--updates", type=int, default=350, help="training updates per model")
+    parser = arguments.ArgumentParser(prog="python -m memsizer_fairseq.benchmark.alignment",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--work-dir", default="alignment-work",
+                        help="folder for the data, checkpoints and logs (created)")
+    parser.add_argument("--updates", type=arguments.positive_int, default=350,
+                        help="training updates per model")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
+    arguments.check_output_folder(parser, "--work-dir", args.work_dir)
+    if args.json:
+        arguments.check_output_file(parser, "--json", args.json)
     rows = measure(args.work_dir, args.updates)
     print(render(rows, SIZES["test"]))
     if args.json:

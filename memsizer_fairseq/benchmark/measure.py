@@ -1,6 +1,7 @@
 """Timing and memory measurements, one function per quantity the benchmark reports."""
 
 import gc
+import statistics
 import time
 from typing import Callable, Dict, List
 
@@ -92,13 +93,16 @@ def _grow_state_to(incremental_state: Dict, prefix_len: int):
         incremental_state[name] = grown
 
 
+def random_words(model, batch: int, length: int, device) -> torch.Tensor:
+    """Random words (no special symbols) of the model's dictionary, ``batch x length``."""
+    vocab = model.decoder.dictionary
+    return torch.randint(vocab.nspecial, len(vocab), (batch, length), device=device)
+
+
 @torch.no_grad()
 def decode_step_time(model, prefix_len: int, batch: int, steps: int, device) -> Dict:
     """Per-token time of incremental decoding after a ``prefix_len``-token prefix (LM decoder)."""
-    vocab = model.decoder.dictionary
-    tokens = torch.randint(
-        vocab.nspecial, len(vocab), (batch, prefix_len + steps + 1), device=device
-    )
+    tokens = random_words(model, batch, prefix_len + steps + 1, device)
     state: Dict = {}
     model.decoder(tokens[:, :1], incremental_state=state)
     _grow_state_to(state, prefix_len)
@@ -124,7 +128,7 @@ def beam_search_time(
     """fairseq's SequenceGenerator producing exactly ``out_len`` tokens per sentence;
     ``with_state`` also measures the decoding state (one more, untimed, generation)."""
     vocab = model.decoder.dictionary
-    src = torch.randint(vocab.nspecial, len(vocab), (batch, src_len), device=device)
+    src = random_words(model, batch, src_len, device)
     src[:, -1] = vocab.eos()
     sample = {
         "net_input": {
@@ -169,32 +173,38 @@ def _largest_state_bytes(generator: SequenceGenerator, sample: Dict) -> int:
     return largest[0]
 
 
+def lm_train_step(model, tokens: torch.Tensor, optimizer=None) -> torch.Tensor:
+    """One training step of a language model on ``tokens`` (``B x (T + 1)``): forward on the
+    first ``T``, cross-entropy against the next word over the vocabulary, backward, and the
+    ``optimizer``'s update when one is given. Returns the (detached) loss."""
+    logits, _ = model(tokens[:, :-1])
+    loss = torch.nn.functional.cross_entropy(
+        logits.float().view(-1, logits.size(-1)), tokens[:, 1:].reshape(-1)
+    )
+    loss.backward()
+    if optimizer is not None:
+        optimizer.step()
+    model.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def train_step_time(model, seq_len: int, batch: int, device) -> Dict:
     """Forward and backward of a language model on ``batch x seq_len`` tokens."""
-    vocab = model.decoder.dictionary
-    tokens = torch.randint(vocab.nspecial, len(vocab), (batch, seq_len + 1), device=device)
+    tokens = random_words(model, batch, seq_len + 1, device)
     model.train()
-
-    def run():
-        logits, _ = model(tokens[:, :-1])
-        loss = torch.nn.functional.cross_entropy(
-            logits.float().view(-1, logits.size(-1)), tokens[:, 1:].reshape(-1)
-        )
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-
-    run()  # warm-up
+    lm_train_step(model, tokens)  # warm-up
     reset_peak(device)
-    seconds = timed(run, device)
+    seconds = timed(lambda: lm_train_step(model, tokens), device)
     model.eval()
     return {"seconds": seconds, "peak_bytes": peak_bytes(device)}
 
 
 def summarize(samples: List[float]) -> Dict:
-    """Minimum and spread ((max - min) / min) of repeated timings."""
+    """Minimum, median and spread ((max - min) / min) of repeated timings."""
     best = min(samples)
     return {
         "min": best,
+        "median": statistics.median(samples),
         "spread": (max(samples) - best) / best if best > 0 else 0.0,
         "n": len(samples),
     }

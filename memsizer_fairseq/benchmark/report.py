@@ -1,7 +1,19 @@
 """Markdown tables, target checks and PNG plots from the benchmark's rows."""
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
+
+
+# The training-step kinds, in table order, with their names in the column titles.
+TRAIN_KINDS = {
+    "memsizer": "memsizer",
+    "memsizer-quadratic": "memsizer two-GEMM",
+    "memsizer-authors": "authors' form",
+    "transformer": "transformer",
+    "transformer-sdpa": "transformer SDPA",
+}
+BEAM_KINDS = ("memsizer", "memsizer-softmax-cross", "transformer")
+NAN = float("nan")
 
 
 def _find(rows, **match) -> Optional[Dict]:
@@ -11,94 +23,107 @@ def _find(rows, **match) -> Optional[Dict]:
     return None
 
 
-def _t(row):
-    return row["time"]["min"] if row else float("nan")
+def _grouped(rows, section: str, *keys) -> Iterator[Tuple[tuple, Dict[str, Dict]]]:
+    """The rows of ``section`` grouped by the values of ``keys`` (sorted): (values, kind -> row)."""
+    rows = [r for r in rows if r["section"] == section]
+    for values in sorted({tuple(r[k] for k in keys) for r in rows}):
+        yield values, {r["kind"]: r for r in rows if tuple(r[k] for k in keys) == values}
+
+
+def _t(row, stat: str = "min"):
+    return row["time"][stat] if row and "time" in row else NAN
+
+
+def _peak(row):
+    return row.get("peak_bytes") if row and "error" not in row else NAN
 
 
 def _mib(value):
-    return "n/a" if value is None else f"{value / 2**20:.1f}"
+    return "n/a" if value is None else "-" if value != value else f"{value / 2**20:.1f}"
 
 
 def _ratio(a, b):
-    return a / b if b and b == b and b > 0 else float("nan")
+    if a is None or b is None or not b == b or b <= 0:
+        return NAN
+    return a / b
+
+
+def _x(ratio):
+    return "-" if ratio != ratio else f"{ratio:.2f}x"
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _header(*columns) -> List[str]:
+    return [_row(*columns), "|" + "---|" * len(columns)]
 
 
 def decode_table(rows: List[Dict]) -> List[str]:
-    out = [
-        "| prefix | memsizer ms/token | transformer ms/token | no-attention ms/token "
-        "| transformer / memsizer | memsizer / no-attention | state B/sentence memsizer "
-        "| state B/sentence transformer | peak MiB memsizer / transformer | spread memsizer |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for length in sorted({r["prefix_len"] for r in rows if r["section"] == "decode"}):
-        m = _find(rows, section="decode", kind="memsizer", prefix_len=length)
-        t = _find(rows, section="decode", kind="transformer", prefix_len=length)
-        n = _find(rows, section="decode", kind="no-attention", prefix_len=length)
-        out.append(
-            f"| {length} | {_t(m) * 1e3:.3f} | {_t(t) * 1e3:.3f} | {_t(n) * 1e3:.3f} "
-            f"| {_ratio(_t(t), _t(m)):.2f}x | {_ratio(_t(m), _t(n)):.2f}x "
-            f"| {m['state_bytes_per_sentence']:.0f} | {t['state_bytes_per_sentence']:.0f} "
-            f"| {_mib(m.get('peak_bytes'))} / {_mib(t.get('peak_bytes'))} "
-            f"| {m['time']['spread']:.0%} |"
-        )
+    out = _header(
+        "prefix", "memsizer ms/token", "transformer ms/token", "no-attention ms/token",
+        "transformer / memsizer", "memsizer / no-attention", "state B/sentence memsizer",
+        "state B/sentence transformer", "peak MiB memsizer / transformer", "spread memsizer",
+    )
+    for (length,), found in _grouped(rows, "decode", "prefix_len"):
+        m, t, n = (found[kind] for kind in ("memsizer", "transformer", "no-attention"))
+        out.append(_row(
+            length, *(f"{_t(row) * 1e3:.3f}" for row in (m, t, n)),
+            _x(_ratio(_t(t), _t(m))), _x(_ratio(_t(m), _t(n))),
+            f"{m['state_bytes_per_sentence']:.0f}", f"{t['state_bytes_per_sentence']:.0f}",
+            f"{_mib(m.get('peak_bytes'))} / {_mib(t.get('peak_bytes'))}",
+            f"{m['time']['spread']:.0%}",
+        ))
     return out
 
 
 def beam_table(rows: List[Dict]) -> List[str]:
-    kinds = ("memsizer", "memsizer-softmax-cross", "transformer")
-    out = [
-        "| output length | batch | sent/s: " + " / ".join(kinds) + " | speed-up over transformer: "
-        "memsizer / memsizer-softmax-cross | state KiB per sentence: "
-        + " / ".join(kinds)
-        + " | peak MiB: "
-        + " / ".join(kinds)
-        + " |",
-        "|---|---|---|---|---|---|",
-    ]
-    keys = sorted({(r["out_len"], r["batch"]) for r in rows if r["section"] == "beam"})
-    for out_len, batch in keys:
-        found = [
-            _find(rows, section="beam", kind=kind, out_len=out_len, batch=batch) for kind in kinds
-        ]
-        if any(row is None for row in found):
+    joined = " / ".join(BEAM_KINDS)
+    out = _header(
+        "output length", "batch", f"sent/s: {joined}",
+        "speed-up over transformer: memsizer / memsizer-softmax-cross",
+        f"state KiB per sentence: {joined}", f"peak MiB: {joined}",
+    )
+    for (out_len, batch), found in _grouped(rows, "beam", "out_len", "batch"):
+        if any(kind not in found for kind in BEAM_KINDS):
             continue
-        *memsizers, t = found
-        state = " / ".join(
-            "n/a"
-            if row.get("state_bytes_per_sentence") is None
-            else f"{row['state_bytes_per_sentence'] / 2**10:.0f}"
-            for row in found
-        )
-        out.append(
-            f"| {out_len} | {batch} | "
-            + " / ".join(f"{row['sentences_per_second']:.2f}" for row in found)
-            + " | "
-            + " / ".join(f"{_ratio(_t(t), _t(m)):.2f}x" for m in memsizers)
-            + f" | {state} | "
-            + " / ".join(_mib(row.get("peak_bytes")) for row in found)
-            + " |"
-        )
+        *memsizers, t = (found[kind] for kind in BEAM_KINDS)
+        state = [found[kind].get("state_bytes_per_sentence") for kind in BEAM_KINDS]
+        out.append(_row(
+            out_len, batch,
+            " / ".join(f"{found[kind]['sentences_per_second']:.2f}" for kind in BEAM_KINDS),
+            " / ".join(_x(_ratio(_t(t), _t(m))) for m in memsizers),
+            " / ".join("n/a" if b is None else f"{b / 2**10:.0f}" for b in state),
+            " / ".join(_mib(found[kind].get("peak_bytes")) for kind in BEAM_KINDS),
+        ))
     return out
 
 
-def train_table(rows: List[Dict]) -> List[str]:
-    out = [
-        "| length | memsizer s/step | transformer s/step | authors' form s/step "
-        "| transformer / memsizer | authors / memsizer "
-        "| peak MiB memsizer / transformer / authors |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for length in sorted({r["seq_len"] for r in rows if r["section"] == "train"}):
-        m = _find(rows, section="train", kind="memsizer", seq_len=length)
-        t = _find(rows, section="train", kind="transformer", seq_len=length)
-        a = _find(rows, section="train", kind="memsizer-authors", seq_len=length)
-        a_time = f"{_t(a):.3f}" if a else "skipped"
-        a_ratio = f"{_ratio(_t(a), _t(m)):.2f}x" if a else "-"
-        out.append(
-            f"| {length} | {_t(m):.3f} | {_t(t):.3f} | {a_time} | {_ratio(_t(t), _t(m)):.2f}x "
-            f"| {a_ratio} | {_mib(m.get('peak_bytes'))} / {_mib(t.get('peak_bytes'))} / "
-            f"{_mib(a.get('peak_bytes')) if a else '-'} |"
-        )
+def train_table(rows: List[Dict], stat: str = "min") -> List[str]:
+    """Seconds per training step (the ``stat`` of each configuration's timings), their ratios to
+    memsizer's, and peak memory, for every kind of :data:`TRAIN_KINDS` in ``rows``; ``-`` where a
+    configuration was skipped or failed."""
+    groups = list(_grouped(rows, "train", "seq_len"))
+    kinds = [kind for kind in TRAIN_KINDS if any(kind in found for _, found in groups)]
+    others = [kind for kind in kinds if kind != "memsizer"] if "memsizer" in kinds else []
+    out = _header(
+        "length", *(f"{TRAIN_KINDS[kind]} s/step" for kind in kinds),
+        *(f"{TRAIN_KINDS[kind]} / memsizer" for kind in others),
+        "peak MiB " + " / ".join(TRAIN_KINDS[kind] for kind in kinds),
+        *(["peak / memsizer's: " + " / ".join(TRAIN_KINDS[kind] for kind in others)]
+          if others else []),
+    )
+    for (length,), found in groups:
+        time = {kind: _t(found.get(kind), stat) for kind in kinds}
+        peak = {kind: _peak(found.get(kind)) for kind in kinds}
+        out.append(_row(
+            length, *("-" if time[kind] != time[kind] else f"{time[kind]:.3g}" for kind in kinds),
+            *(_x(_ratio(time[kind], time["memsizer"])) for kind in others),
+            " / ".join(_mib(peak[kind]) for kind in kinds),
+            *([" / ".join(_x(_ratio(peak[kind], peak["memsizer"])) for kind in others)]
+              if others else []),
+        ))
     return out
 
 
@@ -152,30 +177,22 @@ def markdown(result: Dict) -> str:
         f"times are the minimum of {cfg['repeats']} interleaved repeats (spread = (max-min)/min).",
         "",
     ]
-    if any(r["section"] == "decode" for r in rows):
-        lines += [
-            f"### Incremental decoding, batch {cfg['batch']} (per token, after the prefix)",
-            "",
-        ]
-        lines += decode_table(rows) + [""]
-    if any(r["section"] == "beam" for r in rows):
-        lines += [
-            f"### Beam search (SequenceGenerator, beam {cfg['beam']}, "
-            f"source length {cfg['src_len']})",
-            "",
-        ]
-        lines += beam_table(rows) + [""]
-    if any(r["section"] == "train" for r in rows):
-        lines += [f"### Training step (forward + backward), batch {cfg['train_batch']}", ""]
-        lines += train_table(rows) + [""]
+    sections = (
+        ("decode", f"Incremental decoding, batch {cfg['batch']} (per token, after the prefix)",
+         decode_table),
+        ("beam", f"Beam search (SequenceGenerator, beam {cfg['beam']}, source length "
+         f"{cfg['src_len']})", beam_table),
+        ("train", f"Training step (forward + backward), batch {cfg['train_batch']}", train_table),
+    )
+    for section, title, table in sections:
+        if any(r["section"] == section for r in rows):
+            lines += [f"### {title}", "", *table(rows), ""]
     checks = result.get("targets") or []
     if checks:
-        lines += ["### Targets", "", "| check | measured | target | met |", "|---|---|---|---|"]
+        lines += ["### Targets", "", *_header("check", "measured", "target", "met")]
         for c in checks:
             value = f"{c['value']:.2f}" if isinstance(c["value"], float) else c["value"]
-            lines.append(
-                f"| {c['name']} | {value} | {c['target']} | {'yes' if c['ok'] else 'no'} |"
-            )
+            lines.append(_row(c["name"], value, c["target"], "yes" if c["ok"] else "no"))
     return "\n".join(lines) + "\n"
 
 
@@ -195,76 +212,44 @@ def plots(result: Dict, out_dir: str) -> List[str]:
         plt.close(fig)
         written.append(path)
 
-    def series(section, kind, x, y):
-        points = sorted((r[x], y(r)) for r in rows if r["section"] == section and r["kind"] == kind)
+    def series(x, y, **match):
+        """(x values, y values) of the measured rows that match, sorted by x."""
+        points = sorted(
+            (r[x], y(r)) for r in rows
+            if "time" in r and all(r.get(k) == v for k, v in match.items())
+        )
         return [p[0] for p in points], [p[1] for p in points]
+
+    def label(ax, x, y, title, yscale="log", fontsize=None):
+        """Every plot: a length on a log x axis against one quantity, a legend of the kinds."""
+        ax.set(xscale="log", yscale=yscale, xlabel=f"{x} (tokens)", ylabel=y, title=title)
+        ax.legend(fontsize=fontsize)
 
     if any(r["section"] == "decode" for r in rows):
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
         for kind in ("memsizer", "transformer", "no-attention"):
-            xs, ys = series("decode", kind, "prefix_len", lambda r: r["time"]["min"] * 1e3)
-            ax1.plot(xs, ys, marker="o", label=kind)
-            xs, ys = series(
-                "decode", kind, "prefix_len", lambda r: r["state_bytes_per_sentence"] / 2**10
-            )
-            ax2.plot(xs, ys, marker="o", label=kind)
-        ax1.set(
-            xscale="log",
-            xlabel="prefix length (tokens)",
-            ylabel="ms per token",
-            title="Incremental decoding step",
-        )
-        ax2.set(
-            xscale="log",
-            yscale="symlog",
-            xlabel="prefix length (tokens)",
-            ylabel="KiB per sentence",
-            title="Incremental state",
-        )
-        ax1.legend(), ax2.legend()
+            match = dict(section="decode", kind=kind)
+            ax1.plot(*series("prefix_len", lambda r: _t(r) * 1e3, **match), marker="o", label=kind)
+            kib = series("prefix_len", lambda r: r["state_bytes_per_sentence"] / 2**10, **match)
+            ax2.plot(*kib, marker="o", label=kind)
+        label(ax1, "prefix length", "ms per token", "Incremental decoding step", "linear")
+        label(ax2, "prefix length", "KiB per sentence", "Incremental state", "symlog")
         save(fig, "decode.png")
     if any(r["section"] == "beam" for r in rows):
         fig, ax = plt.subplots(figsize=(6, 4))
         for batch in sorted({r["batch"] for r in rows if r["section"] == "beam"}):
-            for kind, style in (
-                ("memsizer", "-"),
-                ("memsizer-softmax-cross", ":"),
-                ("transformer", "--"),
-            ):
-                pts = sorted(
-                    (r["out_len"], r["tokens_per_second"])
-                    for r in rows
-                    if r["section"] == "beam" and r["kind"] == kind and r["batch"] == batch
-                )
-                ax.plot(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    style,
-                    marker="o",
-                    label=f"{kind}, batch {batch}",
-                )
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="output length (tokens)",
-            ylabel="tokens / s",
-            title="Beam search generation",
-        )
-        ax.legend(fontsize=7)
+            for kind, style in zip(BEAM_KINDS, ("-", ":", "--")):
+                xs, ys = series("out_len", lambda r: r["tokens_per_second"], section="beam",
+                                kind=kind, batch=batch)
+                ax.plot(xs, ys, style, marker="o", label=f"{kind}, batch {batch}")
+        label(ax, "output length", "tokens / s", "Beam search generation", fontsize=7)
         save(fig, "beam.png")
     if any(r["section"] == "train" for r in rows):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for kind in ("memsizer", "transformer", "memsizer-authors"):
-            xs, ys = series("train", kind, "seq_len", lambda r: r["time"]["min"])
+        for kind in TRAIN_KINDS:
+            xs, ys = series("seq_len", _t, section="train", kind=kind)
             if xs:
                 ax.plot(xs, ys, marker="o", label=kind)
-        ax.set(
-            xscale="log",
-            yscale="log",
-            xlabel="sequence length (tokens)",
-            ylabel="seconds per step",
-            title="Training step",
-        )
-        ax.legend()
+        label(ax, "sequence length", "seconds per step", "Training step")
         save(fig, "train.png")
     return written

@@ -12,22 +12,40 @@ from .models import (
     remove_self_attention,
     seq2seq_flags,
     set_causal_read,
+    use_sdpa_attention,
 )
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+# language models: kind -> (--arch, what is changed after building it)
+LM_KINDS = {
+    "memsizer": ("memsizer_lm", None),
+    "memsizer-quadratic": ("memsizer_lm", lambda model: set_causal_read(model, "quadratic")),
+    "memsizer-authors": ("memsizer_lm", lambda model: set_causal_read(model, "authors")),
+    "transformer": ("transformer_lm", None),
+    "transformer-sdpa": ("transformer_lm", use_sdpa_attention),
+    "no-attention": ("memsizer_lm", remove_self_attention),
+}
+
+
 def lm_model(kind: str, cfg: Dict, max_positions: int):
-    """kind: memsizer | transformer | no-attention | memsizer-authors (authors' training form)."""
+    """A language model of ``cfg``'s size (``ffn``, ``dropout`` and Memsizer's ``slots`` are
+    optional), by kind: ``memsizer`` (the causal read chosen by length), ``memsizer-quadratic``
+    (the two-GEMM read ``((A L^T) o mask) R`` at every length), ``memsizer-authors`` (the
+    authors' ``T x B x k x d`` formulation), ``transformer`` (fairseq's softmax attention),
+    ``transformer-sdpa`` (the same weights through PyTorch's fused causal
+    ``scaled_dot_product_attention``) and ``no-attention`` (self-attention removed)."""
+    arch, change = LM_KINDS[kind]
     dictionary = make_dictionary(cfg["vocab"])
-    flags = lm_flags(cfg["dim"], cfg["layers"], cfg["heads"])
-    arch = "transformer_lm" if kind == "transformer" else "memsizer_lm"
+    flags = lm_flags(cfg["dim"], cfg["layers"], cfg["heads"], cfg.get("ffn"),
+                     cfg.get("dropout", 0.0))
     flags += ["--tokens-per-sample", max_positions, "--max-target-positions", max_positions]
+    if arch == "memsizer_lm" and cfg.get("slots"):
+        flags += ["--causal-proj-dim", cfg["slots"]]
     model = build(arch, dictionary, flags, task_name="language_modeling")
-    if kind == "no-attention":
-        remove_self_attention(model)
-    if kind == "memsizer-authors":
-        set_causal_read(model, "authors")
+    if change is not None:
+        change(model)
     return _place(model, cfg)
 
 
@@ -90,7 +108,7 @@ def jobs_for(cfg: Dict) -> List[Dict]:
                     jobs.append(dict(section="beam", kind=kind, out_len=out_len, batch=batch))
     if "train" in cfg["sections"]:
         for seq_len in cfg["train_lengths"]:
-            kinds = ["memsizer", "transformer"]
+            kinds = ["memsizer", "transformer", "transformer-sdpa"]
             if seq_len <= cfg["authors_max_len"]:
                 kinds.append("memsizer-authors")
             for kind in kinds:
