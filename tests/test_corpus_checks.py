@@ -14,6 +14,7 @@ from memsizer_fairseq.compare.__main__ import main as compare_main
 from memsizer_fairseq.compare.runner import Comparison
 from memsizer_fairseq.compare.settings import TRANSLATION
 from memsizer_fairseq.toolkit.corpus_checks import CorpusError, check_corpus, count_lines
+from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.toolkit.toy_data import write_toy_translation
 
 
@@ -127,3 +128,18 @@ def test_random_corpora_are_processed_or_refused_cleanly(tmp_path_factory, en, d
     else:
         assert not bad_bytes and len(en) == len(de) and any(s.strip() for s in en)
         assert set(counts.values()) == {len(en)}
+
+
+def test_a_failed_binarization_leaves_no_data_folder(tmp_path):
+    """fairseq-preprocess writes under a temporary name renamed when complete: a failed run
+    leaves neither the data folder nor the temporary one, and an earlier data folder is
+    replaced only by a complete one."""
+    dest = tmp_path / "data-bin"
+    with pytest.raises(fairseq_cli.FairseqCommandError):
+        fairseq_cli.preprocess(str(dest), str(tmp_path / "missing"), str(tmp_path / "missing"))
+    assert not dest.exists()
+    prefixes = write_toy_translation(str(tmp_path / "raw"), {"train": 50, "valid": 5,
+                                                             "test": 5})
+    fairseq_cli.preprocess(str(dest), prefixes["train"], prefixes["valid"], prefixes["test"])
+    assert (dest / "test.src-tgt.tgt.idx").exists()
+    assert not (tmp_path / "data-bin.partial").exists()

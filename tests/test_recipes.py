@@ -72,10 +72,9 @@ def test_every_task_folder_has_a_runnable_script_and_readme():
         folder = os.path.join(ROOT, "examples", task)
         script = os.path.join(folder, "run.sh")
         assert os.access(script, os.X_OK), script
-        subprocess.run(["bash", "-n", script], check=True)
-        text = open(script).read()
-        assert f"memsizer_fairseq.recipes --task {task}" in text
-        assert "scripts/setup_venv.sh" in text
+        usage = subprocess.run(["bash", script, "--help"], check=True, capture_output=True,
+                               text=True, env=dict(os.environ, OMP_NUM_THREADS="1")).stdout
+        assert f"usage: examples/{task}/run.sh" in usage  # the task's recipes, through .venv
         readme = open(os.path.join(folder, "README.md")).read()
         for name in TASK_RECIPES[task]:
             assert name in readme and "--tiny" in readme
@@ -155,7 +154,8 @@ def test_hydra_train_builds_the_same_model(tmp_path, tmp_path_factory):
     work, _ = run_tiny("cnn_dm", tmp_path_factory)
     config_dir = tmp_path / "config"
     config_dir.mkdir()
-    (config_dir / "tiny_cnn_dm.yaml").write_text(recipes.hydra_yaml(recipes.catalog.CNN_DM, tiny=True))
+    (config_dir / "tiny_cnn_dm.yaml").write_text(
+        recipes.hydra_yaml(recipes.catalog.CNN_DM, tiny=True))
     save_dir = tmp_path / "checkpoints"
     proc = subprocess.run(
         [sys.executable, "-m", "fairseq_cli.hydra_train", "--config-dir", str(config_dir),

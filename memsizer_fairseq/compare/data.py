@@ -5,7 +5,6 @@ summarization, ``{split}.txt`` for language modelling (one paragraph per line, d
 separated by a blank line), with splits ``train``, ``valid`` and ``test``.
 """
 import os
-import shutil
 from typing import Dict, List, Optional
 
 from ..toolkit import fairseq_cli, sentencepiece
@@ -77,8 +76,8 @@ def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: i
 
 
 def binarize(task: TaskSettings, spm_dir: str, data_bin: str, workers: int = 1) -> str:
-    if os.path.isdir(data_bin):
-        shutil.rmtree(data_bin)  # an interrupted earlier attempt
+    """fairseq-preprocess the pieces in ``spm_dir`` into ``data_bin``, written under a temporary
+    name and renamed when complete: ``data_bin`` is either absent or whole."""
     if task.paired:
         prefix = lambda split: os.path.join(spm_dir, split)  # noqa: E731
         args = ["--source-lang", task.src, "--target-lang", task.tgt, "--joined-dictionary"]
@@ -86,8 +85,8 @@ def binarize(task: TaskSettings, spm_dir: str, data_bin: str, workers: int = 1) 
         prefix = lambda split: os.path.join(spm_dir, f"{split}.txt")  # noqa: E731
         args = ["--only-source"]
     args += ["--trainpref", prefix("train"), "--validpref", prefix("valid"),
-             "--testpref", prefix("test"), "--destdir", data_bin, "--workers", str(workers)]
-    return fairseq_cli.run_fairseq("preprocess", args, os.path.join(data_bin, "preprocess.log"))
+             "--testpref", prefix("test"), "--workers", str(workers)]
+    return fairseq_cli.binarize(args, data_bin)
 
 
 def corpus_stats(task: TaskSettings, spm_dir: str) -> Dict[str, int]:

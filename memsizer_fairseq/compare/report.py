@@ -5,6 +5,7 @@ import platform
 import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..compat.checkpoint_safety import atomic_write
 from .runner import EVALUATE, FRONTIER, LM_TIMING
 from .settings import ARCHS, TASKS
 
@@ -510,8 +511,12 @@ def write_report(states: Dict[str, Dict], out_dir: str, command: str, threads: i
     if plots:
         lines += ["## Training curves", "", *plots, ""]
     report = os.path.join(out_dir, "report.md")
-    with open(report, "w") as f:
-        f.write("\n".join(lines))
+
+    def write(path):
+        with open(path, "w") as f:
+            f.write("\n".join(lines))
+
+    atomic_write(report, write)  # a stopped run leaves the previous report, never half of one
     return report
 
 

@@ -1,4 +1,5 @@
-"""The decoding state of a trained model, in bytes per sentence, measured by decoding.
+"""The decoding state of a trained model, in bytes per sentence, measured by decoding; and
+its decoding profile: step time and state against the output length.
 
 Every tensor that fairseq's incremental decoding keeps between steps is counted (the
 ``incremental_state`` of all decoder layers): softmax self-attention's keys and values grow with
@@ -9,7 +10,8 @@ split's average target length); a language model is first fed its prompt, as the
 timing does.
 """
 import statistics
-from typing import Dict, Optional
+import time
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -43,6 +45,37 @@ def decoding_state(checkpoint: str, data_bin: str, target_tokens: Optional[int] 
     batch = forced.shape[0]
     return {"state_bytes_per_sentence": incremental_state_bytes(state) / batch,
             "state_measured_at": dict(at, sentences=int(batch), target_tokens=int(steps))}
+
+
+@torch.no_grad()
+def decoding_profile(checkpoint: str, data_bin: str, lengths: Sequence[int],
+                     sentences: int = SENTENCES, threads: int = 1,
+                     device: str = "cpu") -> List[Dict]:
+    """Greedy incremental decoding of the first test sentences of a sequence-to-sequence
+    checkpoint up to ``max(lengths)`` output tokens; for each length, the state per sentence
+    after that many steps and the median time of the steps since the previous length (the
+    time of one decoder step at about that output length)."""
+    torch.set_num_threads(threads)
+    model, task = _load(checkpoint, data_bin, device)
+    src_tokens, src_lengths, _ = _source_batch(task, sentences, device)
+    encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
+    start = model.decoder.dictionary.eos()
+    tokens = torch.full((src_tokens.shape[0], 1), start, dtype=torch.long, device=device)
+    state: Dict = {}
+    wanted = sorted(set(lengths))
+    rows, times = [], []
+    for step in range(1, wanted[-1] + 1):
+        began = time.perf_counter()
+        logits, _ = model.decoder(tokens, encoder_out=encoder_out, incremental_state=state)
+        times.append(time.perf_counter() - began)
+        tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        if step in wanted:
+            rows.append({"output_tokens": step,
+                         "step_seconds": statistics.median(times),
+                         "state_bytes_per_sentence":
+                             incremental_state_bytes(state) / src_tokens.shape[0]})
+            times = []
+    return rows
 
 
 def _source_batch(task, sentences: int, device: str):

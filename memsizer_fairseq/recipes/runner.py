@@ -140,6 +140,17 @@ class Runner:
                 sentencepiece.encode_file(processor, source, target, self.workers)
         self.say(f"[spm] encoded {len(r.splits) * 2} files into {self.spm_dir}")
 
+    def step_preprocess(self):
+        """fairseq-preprocess into a temporary folder renamed to ``data-bin`` when complete."""
+        args = self.preprocess_args()
+        self.say("$ " + shlex.join(["fairseq-preprocess", *args]))
+        if self.dry_run:
+            return
+        at = args.index("--destdir")
+        self.log.append(fairseq_cli.binarize(args[:at] + args[at + 2:], self.data_bin,
+                                             os.path.join(self.work_dir, "logs",
+                                                          "preprocess.log")))
+
     def fresh_start(self):
         """``--tiny`` always starts over: remove what an earlier tiny run of this recipe made."""
         for path in (self.raw_dir, self.spm_dir, self.data_bin, self.save_dir,
@@ -171,7 +182,7 @@ class Runner:
         else:
             self.step_raw()
             self.step_spm()
-            self.fairseq("preprocess", self.preprocess_args(), "preprocess.log")
+            self.step_preprocess()
         self.fairseq("train", self.train_args(), "train.log")
         output = self.fairseq(self.recipe.evaluate_tool, self.evaluate_args(), "evaluate.log")
         result = result_line(output) if not self.dry_run else "(dry run)"

@@ -6,6 +6,7 @@ so that they all exercise exactly what a user types: ``fairseq-preprocess``, ``f
 :mod:`.fairseq_output`.
 """
 import os
+import shutil
 import subprocess
 import sys
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
@@ -114,20 +115,34 @@ def _stream(command, env, log_path, on_line, stdin) -> Tuple[str, int]:
     return "".join(lines), returncode
 
 
+def binarize(args: Sequence[str], dest: str, log_path: Optional[str] = None) -> str:
+    """``fairseq-preprocess ARGS --destdir DEST``, written under a temporary name and renamed
+    when complete, so that ``dest`` is either absent or whole; an earlier ``dest`` is replaced."""
+    partial = dest.rstrip(os.sep) + ".partial"
+    for path in (partial, dest):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+    output = run_fairseq("preprocess", [*args, "--destdir", partial],
+                         log_path or os.path.join(partial, "preprocess.log"))
+    os.replace(partial, dest)
+    return output
+
+
 def preprocess(
     dest: str, trainpref: str, validpref: str, testpref: Optional[str] = None,
     src: str = "src", tgt: str = "tgt", joined: bool = True, workers: int = 1,
     extra: Sequence[str] = (),
 ) -> str:
+    """Binarize a parallel corpus (``PREFIX.src`` / ``PREFIX.tgt`` files) into ``dest``."""
     args = [
         "--source-lang", src, "--target-lang", tgt, "--trainpref", trainpref,
-        "--validpref", validpref, "--destdir", dest, "--workers", workers,
+        "--validpref", validpref, "--workers", workers,
     ]
     if testpref:
         args += ["--testpref", testpref]
     if joined:
         args.append("--joined-dictionary")
-    return run_fairseq("preprocess", args + list(extra), os.path.join(dest, "preprocess.log"))
+    return binarize(args + list(extra), dest)
 
 
 def generate(
