@@ -45,17 +45,10 @@ def make_dictionary(words=40):
 def make_lm(dictionary=None, max_positions=512, **overrides):
     dictionary = dictionary or make_dictionary()
     args = argparse.Namespace(
-        arch="memsizer_lm",
-        decoder_layers=2,
-        decoder_embed_dim=32,
-        decoder_ffn_embed_dim=64,
-        decoder_attention_heads=4,
-        causal_proj_dim=6,
-        dropout=0.0,
-        tokens_per_sample=max_positions,
-        max_target_positions=max_positions,
-        add_bos_token=False,
-        tpu=False,
+        arch="memsizer_lm", decoder_layers=2, decoder_embed_dim=32, decoder_ffn_embed_dim=64,
+        decoder_attention_heads=4, causal_proj_dim=6, dropout=0.0,
+        tokens_per_sample=max_positions, max_target_positions=max_positions,
+        add_bos_token=False, tpu=False,
     )
     for key, value in overrides.items():
         setattr(args, key, value)

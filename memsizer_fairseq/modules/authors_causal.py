@@ -15,14 +15,9 @@ from torch import Tensor
 from .causal_read import _prepare, _running_counts, _with_initial_sum
 
 
-def authors_causal_read(
-    a: Tensor,
-    l: Tensor,
-    r: Tensor,
-    keep: Optional[Tensor] = None,
-    init_sum: Optional[Tensor] = None,
-    init_count: Optional[Tensor] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+def authors_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
+                        init_sum: Optional[Tensor] = None, init_count: Optional[Tensor] = None
+                        ) -> Tuple[Tensor, Tensor, Tensor]:
     """a, l: ``B x T x k``; r: ``B x T x d``; keep: ``B x T``. Returns (y, final sum, count)."""
     out_dtype = r.dtype
     a, l, r, keep = _prepare(a, l, r, keep)

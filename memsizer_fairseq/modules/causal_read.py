@@ -50,9 +50,7 @@ def _with_initial_sum(total: Tensor, init_sum: Optional[Tensor]) -> Tensor:
     return total if init_sum is None else total + init_sum.to(total.dtype)
 
 
-def _finish(
-    read: Tensor, keep: Tensor, init_count: Optional[Tensor]
-) -> Tuple[Tensor, Tensor]:
+def _finish(read: Tensor, keep: Tensor, init_count: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """Scale the unnormalised read by ``n_t^(-1/2)``; returns (scaled read, final count)."""
     counts, scale = _running_counts(keep, init_count)
     return read * scale.unsqueeze(-1), counts[:, -1]
@@ -73,14 +71,9 @@ def _final_sum(l: Tensor, r: Tensor, init_sum: Optional[Tensor]) -> Tensor:
     return _with_initial_sum(torch.bmm(l.transpose(1, 2), r), init_sum)  # B x k x d
 
 
-def quadratic_causal_read(
-    a: Tensor,
-    l: Tensor,
-    r: Tensor,
-    keep: Optional[Tensor] = None,
-    init_sum: Optional[Tensor] = None,
-    init_count: Optional[Tensor] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+def quadratic_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
+                          init_sum: Optional[Tensor] = None, init_count: Optional[Tensor] = None
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
     """Two-GEMM form. a, l: ``B x T x k``; r: ``B x T x d``; keep: ``B x T`` (1 = real token).
 
     Returns (y ``B x T x d`` in r's dtype, final unscaled sum ``B x k x d``, final count ``B``).
@@ -97,15 +90,9 @@ def quadratic_causal_read(
     return y.to(out_dtype), _final_sum(l, r, init_sum), count
 
 
-def chunked_causal_read(
-    a: Tensor,
-    l: Tensor,
-    r: Tensor,
-    keep: Optional[Tensor] = None,
-    init_sum: Optional[Tensor] = None,
-    init_count: Optional[Tensor] = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-) -> Tuple[Tensor, Tensor, Tensor]:
+def chunked_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
+                        init_sum: Optional[Tensor] = None, init_count: Optional[Tensor] = None,
+                        block_size: int = DEFAULT_BLOCK_SIZE) -> Tuple[Tensor, Tensor, Tensor]:
     """Linear-time blocked form; same arguments and results as :func:`quadratic_causal_read`."""
     if block_size < 1:
         raise ValueError(f"block_size must be positive, got {block_size}")
@@ -140,16 +127,10 @@ def chunked_causal_read(
     return y.to(out_dtype), final_sum, count
 
 
-def causal_read(
-    a: Tensor,
-    l: Tensor,
-    r: Tensor,
-    keep: Optional[Tensor] = None,
-    init_sum: Optional[Tensor] = None,
-    init_count: Optional[Tensor] = None,
-    block_size: int = DEFAULT_BLOCK_SIZE,
-    quadratic_max_len: Optional[int] = None,
-) -> Tuple[Tensor, Tensor, Tensor]:
+def causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
+                init_sum: Optional[Tensor] = None, init_count: Optional[Tensor] = None,
+                block_size: int = DEFAULT_BLOCK_SIZE, quadratic_max_len: Optional[int] = None
+                ) -> Tuple[Tensor, Tensor, Tensor]:
     """Causal read choosing the formulation by length (quadratic up to ``quadratic_max_len``;
     None: the crossover of ``a``'s device type)."""
     if quadratic_max_len is None:
@@ -159,9 +140,8 @@ def causal_read(
     return chunked_causal_read(a, l, r, keep, init_sum, init_count, block_size)
 
 
-def causal_step(
-    a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor], state_sum: Tensor, state_count: Tensor
-) -> Tuple[Tensor, Tensor, Tensor]:
+def causal_step(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor], state_sum: Tensor,
+                state_count: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """One decoding step (T = 1): ``S_t = S_{t-1} + l_t r_t^T``, ``y_t = a_t S_t / sqrt(t)``.
 
     a, l: ``B x 1 x k``; r: ``B x 1 x d``; state_sum ``B x k x d``; state_count ``B``.

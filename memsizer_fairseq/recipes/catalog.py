@@ -1,7 +1,7 @@
 """The recipes: the paper's fairseq-train / -generate / -eval-lm flags per data set, and what
 ``--tiny`` changes so that the same steps run in minutes on a CPU."""
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Optional, Tuple
 
 from ..toolkit.flags import Args, Value, merge_args
@@ -143,16 +143,12 @@ CNN_DM = Recipe(
            "one article (.source) or its highlights joined into one line (.target) per line",
 )
 
-XSUM = Recipe(
-    name="xsum", task="summarization", title="XSum (abstractive, one sentence)",
-    corpus="xsum", src="source", tgt="target", spm_vocab=32000,
+# XSum: CNN/DailyMail's recipe with BART's XSum decoding (beam 6, short one-sentence outputs)
+XSUM = replace(
+    CNN_DM, name="xsum", title="XSum (abstractive, one sentence)", corpus="xsum",
     train=merge_args(_SUM_TRAIN, {"--max-update": 50000}),
-    evaluate_tool="generate",
-    evaluate={"--task": "summarization", "--beam": 6, "--lenpen": 1.0, "--max-len-b": 60,
-              "--min-len": 10, "--no-repeat-ngram-size": 3, "--max-tokens": 16384,
-              "--post-process": "sentencepiece", "--scoring": "rouge",
-              "--rouge-use-stemmer": True},
-    tiny=Tiny(train=_SUM_TINY_TRAIN, evaluate=_SUM_TINY_EVALUATE),
+    evaluate=merge_args(CNN_DM.evaluate, {"--beam": 6, "--lenpen": 1.0, "--max-len-b": 60,
+                                          "--min-len": 10}),
     layout="train.source train.target, valid.source valid.target, test.source test.target: "
            "XSum's official split (204k / 11k / 11k BBC articles), one article or its "
            "one-sentence summary per line",
