@@ -10,25 +10,13 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
 
+from fairseq_helpers import TOY_MODEL, TOY_TRAIN  # noqa: E402
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
     yield
-
-
-# The toy translation models shared by the end-to-end tests (trained once per session).
-TOY_MODEL = [
-    "--arch", "memsizer_transformer_tiny", "--encoder-embed-dim", "64",
-    "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
-    "--decoder-ffn-embed-dim", "128", "--share-all-embeddings",
-]
-TOY_TRAIN = [
-    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3",
-    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "60",
-    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-    "--dropout", "0.1", "--max-tokens", "2048", "--seed", "3", "--cpu", "--num-workers", "0",
-    "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50",
-]
 
 
 @pytest.fixture(scope="session")

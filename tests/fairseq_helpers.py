@@ -1,10 +1,35 @@
-"""Build fairseq models through fairseq's own registries and argument parsing."""
+"""fairseq models built through fairseq's own registries and argument parsing; fairseq's tools
+run in-process or as subprocesses on a tiny translation model (the end-to-end, resume and
+reliability tests)."""
+import contextlib
+import importlib
+import io
 import os
+import re
+import subprocess
+import sys
 
+import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR
+from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, fairseq_command
+from memsizer_fairseq.toolkit.toy_data import write_toy_translation
+
+# The toy translation models shared by the end-to-end tests (trained once per session in
+# conftest.py).
+TOY_MODEL = [
+    "--arch", "memsizer_transformer_tiny", "--encoder-embed-dim", "64",
+    "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+    "--decoder-ffn-embed-dim", "128", "--share-all-embeddings",
+]
+TOY_TRAIN = [
+    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3",
+    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "60",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--dropout", "0.1", "--max-tokens", "2048", "--seed", "3", "--cpu", "--num-workers", "0",
+    "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50",
+]
 
 SYMBOLS = [f"w{i}" for i in range(20)]
 
@@ -57,3 +82,87 @@ def run_in_process(tool: str, args, stdin: str = None) -> str:
     finally:
         sys.stdin = previous_stdin
     return out.getvalue()
+
+
+# Child processes: one OpenMP thread (two threads slow torch down 50x on a busy 2-core machine).
+ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+TINY_MT = [
+    "--arch", "memsizer_transformer_tiny", "--encoder-embed-dim", "32",
+    "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-attention-heads", "2",
+    "--decoder-attention-heads", "2", "--share-all-embeddings",
+]
+
+TINY_TRAIN = [
+    "--optimizer", "adam", "--lr", "1e-3", "--criterion", "label_smoothed_cross_entropy",
+    "--label-smoothing", "0.1", "--max-tokens", "300", "--seed", "3", "--cpu",
+    "--num-workers", "0", "--log-format", "simple", "--log-interval", "1",
+]
+
+
+def child_env(extra=None):
+    env = dict(os.environ, **ENV, **(extra or {}))
+    env.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    return env
+
+
+def run_cli_in_process(tool, argv):
+    """``fairseq-<tool> ARGV`` in this process (its ``cli_main``); returns what it printed."""
+    module = importlib.import_module(f"fairseq_cli.{tool.replace('-', '_')}")
+    saved, sys.argv = sys.argv, [f"fairseq-{tool}", *map(str, argv)]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            module.cli_main()
+    finally:
+        sys.argv = saved
+    return out.getvalue()
+
+
+def write_translation_data(root, sizes=None, edit=None):
+    """Toy translation corpus, binarised in-process; ``edit(split, src, tgt)`` may alter lines."""
+    sizes = sizes or {"train": 400, "valid": 40, "test": 40}
+    prefixes = write_toy_translation(os.path.join(root, "raw"), sizes, seed=5)
+    if edit is not None:
+        for split, prefix in prefixes.items():
+            src = open(prefix + ".src").read().splitlines()
+            tgt = open(prefix + ".tgt").read().splitlines()
+            edit(split, src, tgt)
+            for lang, lines in (("src", src), ("tgt", tgt)):
+                with open(f"{prefix}.{lang}", "w") as f:
+                    f.write("\n".join(lines) + "\n")
+    data = os.path.join(root, "bin")
+    run_cli_in_process("preprocess", [
+        "--source-lang", "src", "--target-lang", "tgt", "--trainpref", prefixes["train"],
+        "--validpref", prefixes["valid"], "--testpref", prefixes["test"], "--destdir", data,
+        "--joined-dictionary", "--workers", "1",
+    ])
+    return data
+
+
+def train_args(data, save_dir, *extra):
+    return [data, "--user-dir", USER_DIR, *TINY_MT, *TINY_TRAIN, "--save-dir", save_dir, *extra]
+
+
+def train_subprocess(args, env=None, timeout=300):
+    proc = subprocess.run(
+        fairseq_command("train", args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env=child_env(env), timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    return proc.stdout
+
+
+def load_params(path):
+    return torch.load(path, map_location="cpu")["model"]  # the safe loader
+
+
+def max_param_diff(a, b):
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def loaded_updates(log):
+    found = re.findall(r"Loaded checkpoint \S+ \(epoch \d+ @ (\d+) updates\)", log)
+    return int(found[-1]) if found else None

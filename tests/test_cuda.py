@@ -11,8 +11,7 @@ import torch
 from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.modules.causal_read import chunked_causal_read, quadratic_causal_read
 from memsizer_fairseq.toolkit.toy_data import write_toy_translation
-from test_incremental import step_through
-from test_numerics import REL_TOL, module, relative_error
+from builders import REL_TOL, module, relative_error, step_through
 
 pytestmark = [
     pytest.mark.cuda,

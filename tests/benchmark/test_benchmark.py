@@ -1,6 +1,5 @@
 """The benchmark commands run in --quick mode and their JSON holds every field; bad options are
 refused before anything runs; the fused-attention baseline computes what fairseq's does."""
-
 import copy
 import importlib
 import json
@@ -11,7 +10,8 @@ import sys
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from memsizer_fairseq.toolkit.fairseq_cli import REPO_ROOT as ROOT
+
 BENCHMARK = "memsizer_fairseq.benchmark.__main__"
 ALIGNMENT = "memsizer_fairseq.benchmark.alignment"
 TRAINING_MEMORY = "memsizer_fairseq.benchmark.training_memory"

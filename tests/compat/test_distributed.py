@@ -18,12 +18,12 @@ import socket
 import subprocess
 
 from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, fairseq_command
-from test_resume import (
+from fairseq_helpers import (
     child_env,
     load_params,
     loaded_updates,
     max_param_diff,
-    run_in_process,
+    run_cli_in_process,
     train_args,
     train_subprocess,
     write_translation_data,
@@ -100,7 +100,7 @@ def test_memsizer_lm_two_ranks_equal_one_rank_with_twice_the_batch(tmp_path):
     for split, size in (("train", 300), ("valid", 20)):
         (tmp_path / f"{split}.txt").write_text("\n".join(_lm_line(rng) for _ in range(size)) + "\n")
     data = str(tmp_path / "bin")
-    run_in_process("preprocess", [
+    run_cli_in_process("preprocess", [
         "--only-source", "--trainpref", tmp_path / "train.txt", "--validpref",
         tmp_path / "valid.txt", "--destdir", data, "--workers", "1",
     ])

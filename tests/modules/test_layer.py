@@ -9,40 +9,8 @@ from memsizer_fairseq.modules.causal_read import (
     chunked_causal_read,
     quadratic_causal_read,
 )
+from builders import TOL, make, pad_mask
 from reference import assert_gradients_match, reference_attention
-
-TOL = dict(rtol=1e-8, atol=1e-8)
-
-
-def make(role, dim=12, heads=3, slots=5, kdim=None, **kw):
-    module = MemsizerAttention(
-        dim,
-        heads,
-        slots,
-        kdim=kdim,
-        causal=role == "causal",
-        self_attention=role != "cross",
-        encoder_decoder_attention=role == "cross",
-        **kw,
-    ).double()
-    # Non-trivial LayerNorm affine parameters, so that they are checked too.
-    with torch.no_grad():
-        for norm in (module.l_norm, module.r_norm):
-            norm.weight.uniform_(0.5, 1.5)
-            norm.bias.uniform_(-0.5, 0.5)
-        for linear in (module.q_proj, module.l_proj, module.r_proj):
-            linear.bias.uniform_(-0.3, 0.3)
-    return module.eval()
-
-
-def pad_mask(lengths, total, left):
-    mask = torch.ones(len(lengths), total, dtype=torch.bool)
-    for b, n in enumerate(lengths):
-        if left:
-            mask[b, total - n:] = False
-        else:
-            mask[b, :n] = False
-    return mask
 
 
 def run_both(module, query, source=None, query_pad=None, source_pad=None):

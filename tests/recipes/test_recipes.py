@@ -12,11 +12,11 @@ import torch
 import memsizer_fairseq  # noqa: F401
 from fairseq import options
 
+from memsizer_fairseq.toolkit.fairseq_cli import REPO_ROOT as ROOT
 from memsizer_fairseq import recipes
 from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.recipes import RECIPES, TASK_RECIPES, Runner
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLEU = re.compile(r"^Generate test with beam=\d+: BLEU = ([\d.]+) ")
 ROUGE = re.compile(
     r"^Generate test with beam=\d+: ROUGE-1 = ([\d.]+), ROUGE-2 = ([\d.]+), ROUGE-L = ([\d.]+)$"

@@ -6,8 +6,7 @@ import pytest
 from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.benchmark.alignment import accuracy, hard_alignments
 from memsizer_fairseq.toolkit.toy_data import read_alignments
-from conftest import TOY_MODEL, TOY_TRAIN
-from fairseq_helpers import run_in_process
+from fairseq_helpers import TOY_MODEL, TOY_TRAIN, run_in_process
 
 BLEU_FLOOR = 40.0
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reference import reference_read_weights
-from test_layer import TOL, make, pad_mask
+from builders import TOL, make, pad_mask
 
 
 @pytest.mark.parametrize("role", ["self", "cross"])

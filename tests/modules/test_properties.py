@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reference import assert_gradients_match, reference_attention
-from test_layer import TOL, make
+from builders import TOL, make
 
 _EXAMPLES = os.environ.get("MEMSIZER_PROPERTY_EXAMPLES")
 SETTINGS = settings(

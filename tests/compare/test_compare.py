@@ -10,13 +10,13 @@ import time
 import pytest
 import torch
 
+from memsizer_fairseq.toolkit.fairseq_cli import REPO_ROOT as ROOT
 from memsizer_fairseq.toolkit import fairseq_cli
 from memsizer_fairseq.compare.report import uptraining_summary
-from memsizer_fairseq.compare.runner import read_records, training_wall_seconds
+from memsizer_fairseq.toolkit.fairseq_output import read_records, training_wall_seconds
 from memsizer_fairseq.compare.state_size import decoding_state
 from memsizer_fairseq.uptrain import convert_state, load_checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 # the translation run's one frontier configuration (softmax cross-attention, Memsizer
 # self-attention)

@@ -13,34 +13,12 @@ import torch.nn.functional as F
 from fairseq.sequence_generator import SequenceGenerator
 
 from fairseq_helpers import build_translation_model, write_dicts
-from memsizer_fairseq.modules import MemsizerAttention
-from test_lm import make_lm, random_tokens
+from builders import REL_TOL, make_lm, module, random_tokens, relative_error
 
 HALF = [torch.bfloat16, torch.float16]
-# max |half - float64| / max(max |float64|, 1), same weights and inputs; measured over 40 seeds:
-# bf16 <= 0.9 %, fp16 <= 0.1 %. (The floor of 1: with one source token y = (a . l) r, and a . l
-# sums 32 terms of a zero-mean LayerNorm output that nearly cancel, so y itself can be tiny.)
-REL_TOL = {torch.bfloat16: 2e-2, torch.float16: 3e-3}
 
 
-def relative_error(got, want):
-    return float((got.double() - want).abs().max() / want.abs().max().clamp(min=1.0))
 LONG = 16384
-
-
-def module(role, dtype=torch.float64, dim=32, heads=4, slots=32, **kw):
-    torch.manual_seed(0)
-    layer = MemsizerAttention(
-        dim, heads, slots, causal=role == "causal", self_attention=role != "cross",
-        encoder_decoder_attention=role == "cross", q_init_scale=8, kv_init_scale=8, **kw,
-    )
-    with torch.no_grad():  # non-trivial LayerNorm affine parameters and biases
-        for norm in (layer.l_norm, layer.r_norm):
-            norm.weight.uniform_(0.5, 1.5)
-            norm.bias.uniform_(-0.5, 0.5)
-        for linear in (layer.q_proj, layer.l_proj, layer.r_proj):
-            linear.bias.uniform_(-0.3, 0.3)
-    return layer.to(dtype)
 
 
 def call(layer, query, source=None, mask=None, state=None):

@@ -1,5 +1,4 @@
 """``memsizer_lm``: presets, the causal training forms, incremental decoding, memory, the CLIs."""
-import argparse
 import os
 import random
 import re
@@ -8,9 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fairseq import options
-from fairseq.data import Dictionary
 
-from memsizer_fairseq.models.memsizer_lm import MemsizerLanguageModel, memsizer_lm_base_architecture
 from memsizer_fairseq.models.memsizer_options import LM_DEFAULTS
 from memsizer_fairseq.modules import MemsizerAttention
 from memsizer_fairseq.modules.authors_causal import authors_causal_read
@@ -22,43 +19,13 @@ from memsizer_fairseq.modules.causal_read import (
     quadratic_causal_read,
 )
 from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, run_fairseq
+from builders import make_dictionary, make_lm, random_tokens
 from reference import reference_attention
 
 TOL = dict(rtol=1e-8, atol=1e-8)
 
 
 # -- building a model without the command line ------------------------------------------------
-
-
-class _Task:
-    def __init__(self, dictionary):
-        self.source_dictionary = self.target_dictionary = dictionary
-
-
-def make_dictionary(words=40):
-    dictionary = Dictionary()
-    for i in range(words):
-        dictionary.add_symbol(f"w{i}")
-    return dictionary
-
-
-def make_lm(dictionary=None, max_positions=512, **overrides):
-    dictionary = dictionary or make_dictionary()
-    args = argparse.Namespace(
-        arch="memsizer_lm", decoder_layers=2, decoder_embed_dim=32, decoder_ffn_embed_dim=64,
-        decoder_attention_heads=4, causal_proj_dim=6, dropout=0.0,
-        tokens_per_sample=max_positions, max_target_positions=max_positions,
-        add_bos_token=False, tpu=False,
-    )
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    memsizer_lm_base_architecture(args)
-    return MemsizerLanguageModel.build_model(args, _Task(dictionary)), dictionary
-
-
-def random_tokens(dictionary, bsz, length, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(dictionary.nspecial, len(dictionary), (bsz, length), generator=gen)
 
 
 def parse_cli(data_dir, *flags):

@@ -21,11 +21,11 @@ from memsizer_fairseq.compat import checkpoint_safety
 from memsizer_fairseq.models.checkpoint_mismatch import CheckpointMismatchError
 from memsizer_fairseq.models.memsizer_transformer import MemsizerTransformerModel
 from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, fairseq_command
-from test_resume import (
+from fairseq_helpers import (
     TINY_MT,
     TINY_TRAIN,
     child_env,
-    run_in_process,
+    run_cli_in_process,
     train_args,
     train_subprocess,
     write_translation_data,
@@ -67,7 +67,7 @@ def transformer_checkpoint(corpus, tmp_path_factory):
     save = str(tmp_path_factory.mktemp("transformer_ckpt"))
     arch = TINY_MT.index("--arch") + 1
     model = TINY_MT[:arch] + ["transformer_tiny"] + TINY_MT[arch + 1:]
-    run_in_process("train", [
+    run_cli_in_process("train", [
         corpus, "--user-dir", USER_DIR, *model, *TINY_TRAIN, "--max-update", "1",
         "--disable-validation", "--no-epoch-checkpoints", "--save-dir", save,
     ])
@@ -123,7 +123,7 @@ def test_transformer_checkpoint_into_a_memsizer_preset_names_the_mismatch(
     corpus, transformer_checkpoint, tmp_path, flag
 ):
     with pytest.raises(Exception) as info:
-        run_in_process("train", train_args(
+        run_cli_in_process("train", train_args(
             corpus, str(tmp_path / "ckpt"), "--max-update", "1", flag, transformer_checkpoint,
         ))
     mismatch = [e for e in causes(info.value) if isinstance(e, CheckpointMismatchError)]
@@ -175,7 +175,7 @@ def test_memsizer_checkpoint_with_other_settings_names_the_flag(dicts):
 
 
 def _generate(corpus, checkpoint, *extra):
-    return run_in_process("generate", [
+    return run_cli_in_process("generate", [
         corpus, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu", "--beam", "2",
         "--max-len-b", "10", "--batch-size", "16", *extra,
     ])
@@ -219,7 +219,7 @@ def test_empty_lines_train_and_decode(corpus, memsizer_run, tmp_path):
     lines = tmp_path / "input.txt"
     lines.write_text("kaka lomi\n\nmiru\n")
     for precision in ([], ["--fp16"]):  # fairseq's --fp16 decoding runs on CPU too (slowly)
-        out = run_in_process("interactive", [
+        out = run_cli_in_process("interactive", [
             corpus, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu", "--beam", "2",
             "-s", "src", "-t", "tgt", "--input", lines, "--max-len-b", "10", *precision,
         ])
@@ -255,19 +255,19 @@ def _load_through(path, corpus, checkpoint, tmp_path):
         return _generate(corpus, checkpoint)
     if path == "interactive":
         (tmp_path / "in.txt").write_text("kaka\n")
-        return run_in_process("interactive", [
+        return run_cli_in_process("interactive", [
             corpus, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu", "-s", "src",
             "-t", "tgt", "--input", tmp_path / "in.txt"])
     if path == "validate":
-        return run_in_process("validate", [
+        return run_cli_in_process("validate", [
             corpus, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu",
             "--task", "translation", "--max-tokens", "1000"])
     if path == "eval-lm":
-        return run_in_process("eval-lm", [
+        return run_cli_in_process("eval-lm", [
             _lm_dict(str(tmp_path / "lm")), "--user-dir", USER_DIR, "--path", checkpoint,
             "--cpu", "--task", "language_modeling"])
     if path in ("--restore-file", "--finetune-from-model"):
-        return run_in_process("train", train_args(
+        return run_cli_in_process("train", train_args(
             corpus, str(tmp_path / "save"), "--max-update", "1", path, checkpoint))
     if path == "from_pretrained":
         return MemsizerTransformerModel.from_pretrained(

@@ -1,19 +1,7 @@
 """Incremental decoding of the Memsizer layer equals the full pass, through beam reorders."""
 import torch
 
-from test_layer import TOL, make
-
-
-def step_through(module, steps, state, source=None, source_pad=None):
-    outs = []
-    for x_t in steps:
-        if module.causal:
-            out, _ = module(x_t, x_t, x_t, incremental_state=state)
-        else:
-            out, _ = module(x_t, source, source, key_padding_mask=source_pad,
-                            incremental_state=state, static_kv=True)
-        outs.append(out)
-    return torch.cat(outs)
+from builders import TOL, make, step_through
 
 
 def test_causal_steps_equal_full_pass():
