@@ -3,6 +3,7 @@
 Thin subclasses: only fairseq's ``build_*`` hooks are overridden. The Memsizer settings travel as
 ``cfg.memsizer`` (a :class:`MemsizerOptions`) beside fairseq's ``TransformerConfig``.
 """
+import functools
 from typing import Dict, List
 
 import torch
@@ -17,6 +18,7 @@ from fairseq.modules.transformer_layer import (
 
 from ..modules import MemsizerAttention
 from ..modules.memsizer_attention import regroup
+from ..modules.short_conv import ShortConvMemsizerAttention
 from .shared_source_attention import SharedSourceAttention
 
 
@@ -80,8 +82,11 @@ class MemsizerDecoderLayer(TransformerDecoderLayerBase):
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         if add_bias_kv or add_zero_attn:
             raise ValueError("add_bias_kv / add_zero_attn have no meaning for Memsizer attention")
+        taps = self.memsizer.short_conv
+        attention = (functools.partial(ShortConvMemsizerAttention, taps=taps) if taps
+                     else MemsizerAttention)
         return _with_head_dim(
-            MemsizerAttention(
+            attention(
                 embed_dim,
                 cfg.decoder.attention_heads,
                 self.memsizer.causal_proj_dim,
@@ -174,12 +179,16 @@ class MemsizerTransformerDecoder(TransformerDecoderBase):
         return super().buffered_future_mask(tensor)
 
     def incremental_state_bytes(self, incremental_state) -> int:
-        """Bytes of attention state (Memsizer and softmax) this decoder holds in
-        ``incremental_state``."""
-        return sum(
+        """Bytes of attention state (Memsizer, softmax, short convolution) this decoder holds
+        in ``incremental_state``."""
+        total = sum(
             value.numel() * value.element_size()
             for module in self.modules()
             if isinstance(module, (MemsizerAttention, MultiheadAttention))
             for value in module._get_input_buffer(incremental_state).values()
             if value is not None
         )
+        return total + sum(
+            module.short_conv_state(incremental_state).numel() * module.short_conv.element_size()
+            for module in self.modules() if isinstance(module, ShortConvMemsizerAttention)
+            and module.short_conv_state(incremental_state) is not None)

@@ -65,6 +65,17 @@ def read_init_gain(value):
         raise argparse.ArgumentTypeError(f"expected a positive number or sqrt-k, got {value!r}")
 
 
+def short_conv_taps(value) -> int:
+    """0 (off), or the number of taps of the causal short convolution (at least 2)."""
+    try:
+        taps = int(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or at least 2 taps, got {value!r}")
+    if taps != 0 and taps < 2 or str(taps) != str(value).strip().lstrip("+"):
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or at least 2 taps, got {value!r}")
+    return taps
+
+
 def flag_of(name: str) -> str:
     """The command-line flag of the attribute ``name``: ``--causal-proj-dim`` for
     ``causal_proj_dim``."""
@@ -117,6 +128,11 @@ class MemsizerConfig:
         "shrinks with k")
     memsizer_block_size: Optional[int] = _flag(
         positive_int, "C", "block length of the linear-time causal training path")
+    causal_short_conv: Optional[int] = _flag(
+        short_conv_taps, "K",
+        "beyond the paper: a causal depthwise convolution of K taps over the input of causal "
+        "Memsizer self-attention, starting as the identity (0, the default: none); its "
+        "decoding state is the last K-1 inputs")
 
 
 def add_memsizer_args(parser):
@@ -127,7 +143,7 @@ def add_memsizer_args(parser):
         group.add_argument(flag_of(fld.name), default=None, **fld.metadata)
 
 
-# The paper's machine-translation setting (SPEC: decoder self k=4, cross k=32, scales 8 and 8).
+# The paper's machine-translation setting (decoder self k=4, cross k=32, scales 8 and 8).
 MT_DEFAULTS = asdict(MemsizerConfig(
     use_memsizer=False,
     encoder_use_memsizer=False,
@@ -140,6 +156,7 @@ MT_DEFAULTS = asdict(MemsizerConfig(
     kv_init_scale=8.0,
     read_init_gain=1.0,
     memsizer_block_size=64,
+    causal_short_conv=0,
 ))
 
 # The paper's language-modelling setting (Memsizer in every layer, k = 32, scales 32 and 1).
@@ -180,6 +197,7 @@ class MemsizerOptions:
     block_size: int
     cross_attention: Tuple[str, ...] = ("memsizer",)
     read_init_gain: Union[float, str] = 1.0
+    short_conv: int = 0  # taps of the causal short convolution (0: none)
 
     @classmethod
     def from_namespace(cls, args) -> "MemsizerOptions":
@@ -201,6 +219,8 @@ class MemsizerOptions:
                 getattr(args, "cross_attention", None) or "memsizer").split(",")),
             read_init_gain=_parsed(
                 "--read-init-gain", read_init_gain, getattr(args, "read_init_gain", None) or 1.0),
+            short_conv=_parsed("--causal-short-conv", short_conv_taps,
+                               getattr(args, "causal_short_conv", None) or 0),
         )
         options.validate()
         return options

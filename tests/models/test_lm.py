@@ -312,9 +312,14 @@ def test_lm_training_step_builds_nothing_quadratic():
 # -- incremental decoding and its memory ---------------------------------------------------
 
 
-def test_incremental_decoding_with_reorders_equals_full_forward():
-    model, dictionary = make_lm(causal_proj_dim=5)
+@pytest.mark.parametrize("short_conv", [0, 3], ids=["paper", "short-conv"])
+def test_incremental_decoding_with_reorders_equals_full_forward(short_conv):
+    model, dictionary = make_lm(causal_proj_dim=5, causal_short_conv=short_conv)
     model = model.double().eval()
+    with torch.no_grad():  # taps away from the identity, so that the convolution is checked
+        for name, parameter in model.named_parameters():
+            if name.endswith("short_conv"):
+                parameter.uniform_(-1.0, 1.0)
     beam, sentences, steps = 2, 3, 10
     history = random_tokens(dictionary, beam * sentences, steps, seed=1)
     state = {}
@@ -363,6 +368,23 @@ def test_incremental_state_is_constant_in_generated_length():
     assert total == memsizer > 0
     # per sentence and layer: a k x d float32 sum and a count
     assert total == 2 * 2 * (8 * 16 + 1) * 4
+
+
+def test_short_conv_state_is_constant_and_counted():
+    model, dictionary = make_lm(max_positions=300, decoder_layers=2, decoder_embed_dim=16,
+                                decoder_ffn_embed_dim=16, causal_proj_dim=8, causal_short_conv=4)
+    model.eval()
+    tokens = random_tokens(dictionary, 2, 256, seed=2)
+    state, sizes = {}, {}
+    with torch.no_grad():
+        for t in range(1, 257):
+            model.decoder(tokens[:, :t], incremental_state=state)
+            if t in (16, 256):
+                sizes[t] = (_state_bytes(state), model.decoder.incremental_state_bytes(state))
+    assert sizes[16] == sizes[256]
+    total, counted = sizes[256]
+    # per sentence and layer: the k x d sum and count, and the last 3 inputs of width 16
+    assert total == counted == 2 * 2 * (8 * 16 + 1 + 3 * 16) * 4
 
 
 # -- long sequences in bf16 ------------------------------------------------------------------

@@ -74,12 +74,26 @@ def test_decoder_memsizer_can_be_switched_off(data_dir):
         (["--q-init-scale", "-1"], "--q-init-scale"),
         (["--kv-init-scale", "0"], "--kv-init-scale"),
         (["--causal-proj-dim", "2.5"], "--causal-proj-dim"),
+        (["--causal-short-conv", "1"], "--causal-short-conv"),
+        (["--causal-short-conv", "three"], "--causal-short-conv"),
     ],
 )
 def test_bad_values_fail_at_parse_time_naming_the_flag(data_dir, flags, named, capsys):
     with pytest.raises(SystemExit):
         parse_translation_args(data_dir, "memsizer_transformer_tiny", flags)
     assert named in capsys.readouterr().err
+
+
+def test_short_conv_is_off_by_default_and_in_the_decoder_self_attention_when_asked(data_dir):
+    from memsizer_fairseq.modules.short_conv import ShortConvMemsizerAttention
+
+    plain, *_ = build_translation_model(data_dir, "memsizer_transformer_tiny")
+    assert not any(isinstance(m, ShortConvMemsizerAttention) for m in plain.modules())
+    model, *_ = build_translation_model(data_dir, "memsizer_transformer_tiny",
+                                        ["--causal-short-conv", "4"])
+    convs = [m for m in model.modules() if isinstance(m, ShortConvMemsizerAttention)]
+    assert len(convs) == len(model.decoder.layers) and all(m.taps == 4 for m in convs)
+    assert all(layer.self_attn in convs for layer in model.decoder.layers)
 
 
 def test_heads_not_dividing_the_width_fail_naming_the_flag(data_dir):
