@@ -55,7 +55,7 @@ TINY_COMMON: Args = {
 TINY_GENERATE: Args = {"--cpu": True, "--batch-size": 50, "--num-workers": 0}
 
 # --- translation -------------------------------------------------------------------------
-# The paper's WMT16 En-De run (SPEC): Transformer-big, Memsizer in the decoder (k 4 / 32,
+# The paper's WMT16 En-De run: Transformer-big, Memsizer in the decoder (k 4 / 32,
 # init scales 8 / 8 = the arch defaults), Adam (0.9, 0.98), lr 5e-4, inverse_sqrt with 4000
 # warm-up updates, dropout 0.3, label smoothing 0.1, 3584 tokens x 16, fp16, 90k updates;
 # beam 4, lenpen 0.6.
