@@ -107,3 +107,24 @@ def make_lm(dictionary=None, max_positions=512, **overrides):
 def random_tokens(dictionary, bsz, length, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(dictionary.nspecial, len(dictionary), (bsz, length), generator=gen)
+
+
+def assert_reorders_keep_the_full_pass(module, x, prefill=0):
+    """Decode ``x`` (``T x 6 x d``: 3 sentences of 2 beams) step by step after a ``prefill``
+    of that many positions, permute within the beams (duplicating one), drop sentence 1, decode
+    3 more steps: they must equal the full pass over each kept row's history."""
+    state = {}
+    if prefill:
+        module(x[:prefill], x[:prefill], x[:prefill], incremental_state=state)
+    step_through(module, x[prefill:].split(1), state)
+    within = torch.tensor([1, 1, 2, 3, 5, 4])
+    module.reorder_incremental_state(state, within)
+    dropped = torch.tensor([0, 1, 4, 5])
+    module.reorder_incremental_state(state, dropped)
+    order = within[dropped]
+    more = torch.randn(3, len(order), x.size(-1), dtype=x.dtype)
+    got = step_through(module, more.split(1), state)
+    history = torch.cat([x[:, order], more])
+    want, _ = module(history, history, history)
+    torch.testing.assert_close(got, want[x.size(0):], **TOL)
+    return state

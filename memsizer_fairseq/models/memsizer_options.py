@@ -67,12 +67,15 @@ def read_init_gain(value):
 
 def short_conv_taps(value) -> int:
     """0 (off), or the number of taps of the causal short convolution (at least 2)."""
+    if str(value).strip() == "0":
+        return 0
+    message = f"expected 0 (off) or at least 2 taps, got {value!r}"
     try:
-        taps = int(value)
-    except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected 0 (off) or at least 2 taps, got {value!r}")
-    if taps != 0 and taps < 2 or str(taps) != str(value).strip().lstrip("+"):
-        raise argparse.ArgumentTypeError(f"expected 0 (off) or at least 2 taps, got {value!r}")
+        taps = positive_int(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(message) from None
+    if taps < 2:
+        raise argparse.ArgumentTypeError(message)
     return taps
 
 

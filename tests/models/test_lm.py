@@ -352,39 +352,25 @@ def _state_bytes(state):
     )
 
 
-def test_incremental_state_is_constant_in_generated_length():
-    model, dictionary = make_lm(max_positions=4200, decoder_layers=2, decoder_embed_dim=16,
-                                decoder_ffn_embed_dim=16, causal_proj_dim=8)
+@pytest.mark.parametrize("short_conv, length", [(0, 4096), (4, 256)],
+                         ids=["paper", "short-conv"])
+def test_incremental_state_is_constant_in_generated_length(short_conv, length):
+    model, dictionary = make_lm(max_positions=length + 104, decoder_layers=2,
+                                decoder_embed_dim=16, decoder_ffn_embed_dim=16, causal_proj_dim=8,
+                                causal_short_conv=short_conv)
     model.eval()
-    tokens = random_tokens(dictionary, 2, 4096, seed=2)
+    tokens = random_tokens(dictionary, 2, length, seed=2)
     state, sizes = {}, {}
     with torch.no_grad():
-        for t in range(1, 4097):
+        for t in range(1, length + 1):
             model.decoder(tokens[:, :t], incremental_state=state)
-            if t in (16, 4096):
+            if t in (16, length):
                 sizes[t] = (_state_bytes(state), model.decoder.incremental_state_bytes(state))
-    assert sizes[16] == sizes[4096]
-    total, memsizer = sizes[4096]
-    assert total == memsizer > 0
-    # per sentence and layer: a k x d float32 sum and a count
-    assert total == 2 * 2 * (8 * 16 + 1) * 4
-
-
-def test_short_conv_state_is_constant_and_counted():
-    model, dictionary = make_lm(max_positions=300, decoder_layers=2, decoder_embed_dim=16,
-                                decoder_ffn_embed_dim=16, causal_proj_dim=8, causal_short_conv=4)
-    model.eval()
-    tokens = random_tokens(dictionary, 2, 256, seed=2)
-    state, sizes = {}, {}
-    with torch.no_grad():
-        for t in range(1, 257):
-            model.decoder(tokens[:, :t], incremental_state=state)
-            if t in (16, 256):
-                sizes[t] = (_state_bytes(state), model.decoder.incremental_state_bytes(state))
-    assert sizes[16] == sizes[256]
-    total, counted = sizes[256]
-    # per sentence and layer: the k x d sum and count, and the last 3 inputs of width 16
-    assert total == counted == 2 * 2 * (8 * 16 + 1 + 3 * 16) * 4
+    assert sizes[16] == sizes[length]
+    total, counted = sizes[length]
+    # per sentence and layer: a k x d float32 sum and a count (and the short convolution's last
+    # K-1 inputs of width d)
+    assert total == counted == 2 * 2 * (8 * 16 + 1 + max(short_conv - 1, 0) * 16) * 4
 
 
 # -- long sequences in bf16 ------------------------------------------------------------------

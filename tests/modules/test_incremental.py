@@ -1,7 +1,7 @@
 """Incremental decoding of the Memsizer layer equals the full pass, through beam reorders."""
 import torch
 
-from builders import TOL, make, step_through
+from builders import TOL, assert_reorders_keep_the_full_pass, make, step_through
 
 
 def test_causal_steps_equal_full_pass():
@@ -26,23 +26,7 @@ def test_causal_prefill_then_steps():
 
 
 def test_causal_reorder_within_beams_and_after_dropping_sentences():
-    module = make("causal")
-    beam, sentences = 2, 3
-    bsz = beam * sentences
-    x = torch.randn(4, bsz, 12, dtype=torch.float64)
-    state = {}
-    step_through(module, x.split(1), state)
-    # permute within each sentence's beams (beam 0 of sentence 1 duplicated), then drop sentence 1
-    within = torch.tensor([1, 1, 2, 3, 5, 4])
-    module.reorder_incremental_state(state, within)
-    dropped = torch.tensor([0, 1, 4, 5])
-    module.reorder_incremental_state(state, dropped)
-    order = within[dropped]
-    more = torch.randn(3, len(order), 12, dtype=torch.float64)
-    got = step_through(module, more.split(1), state)
-    history = torch.cat([x[:, order], more])
-    want, _ = module(history, history, history)
-    torch.testing.assert_close(got, want[4:], **TOL)
+    assert_reorders_keep_the_full_pass(make("causal"), torch.randn(4, 6, 12, dtype=torch.float64))
 
 
 def test_cross_attention_memory_is_computed_once_and_reordered():

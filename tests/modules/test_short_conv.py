@@ -5,7 +5,7 @@ dropped sentences, with padding) equals the full pass."""
 import pytest
 import torch
 
-from builders import TOL, make, pad_mask, step_through
+from builders import TOL, assert_reorders_keep_the_full_pass, make, pad_mask
 from memsizer_fairseq.modules.short_conv import (
     ShortConvMemsizerAttention,
     reference_short_conv,
@@ -51,22 +51,9 @@ def test_starts_as_the_papers_attention():
 
 def test_prefill_then_steps_through_reorders_equal_the_full_pass():
     module, _ = make_conv(taps=4)
-    beam, sentences = 2, 3
-    x = torch.randn(5, beam * sentences, 12, dtype=torch.float64)
-    state = {}
-    module(x[:2], x[:2], x[:2], incremental_state=state)  # a prompt shorter than the taps
-    step_through(module, x[2:].split(1), state)
-    within = torch.tensor([1, 1, 2, 3, 5, 4])  # permute within beams, duplicating one
-    module.reorder_incremental_state(state, within)
-    dropped = torch.tensor([0, 1, 4, 5])  # sentence 1 finished
-    module.reorder_incremental_state(state, dropped)
-    order = within[dropped]
-    more = torch.randn(3, len(order), 12, dtype=torch.float64)
-    got = step_through(module, more.split(1), state)
-    history = torch.cat([x[:, order], more])
-    want, _ = module(history, history, history)
-    torch.testing.assert_close(got, want[5:], **TOL)
-    assert module.short_conv_state(state).shape == (3, len(order), 12)
+    x = torch.randn(5, 6, 12, dtype=torch.float64)
+    state = assert_reorders_keep_the_full_pass(module, x, prefill=2)  # prefill < taps
+    assert module.short_conv_state(state).shape == (3, 4, 12)
 
 
 @pytest.mark.parametrize("kwargs, word", [
