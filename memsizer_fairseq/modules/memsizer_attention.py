@@ -13,7 +13,10 @@ Plain PyTorch: no fairseq import. Tensors follow fairseq's layout, ``T x B x C``
 Incremental decoding keeps, per sentence and layer, a ``k x d`` running sum and a count
 (causal) or the source memory ``M`` (cross-attention): constant in the decoded length. Beam
 reorders that only move rows onto bitwise-identical memories (within one sentence's beams) leave
-the source memory in place, and the beams of a sentence share one copy of it.
+the source memory in place, and the beams of a sentence share one copy of it. Without autograd a
+causal decoding step is one GEMM for the three projections (cached stacked weights; the
+state_dict keeps the three ``nn.Linear``) and a few small kernels that update the running sum and
+count in place and read them.
 """
 import uuid
 from typing import Dict, Optional, Tuple
@@ -68,6 +71,16 @@ def repeated_sentences(source: Tensor, padding_mask: Optional[Tensor]) -> int:
         differs = differs | (padding_mask[1:] != padding_mask[:-1]).any(dim=1)
     labels = torch.cat([differs.new_zeros(1), differs]).long().cumsum(0)
     return equal_runs(labels)
+
+
+def _parameters_of(module: nn.Module) -> Tuple[Tensor, Tensor]:
+    """``(weight, bias)`` of a Linear or LayerNorm: from its parameter dictionary, or as
+    attributes where they are not plain parameters (parametrized modules)."""
+    params = module._parameters
+    weight, bias = params.get("weight"), params.get("bias")
+    if weight is None or bias is None:
+        return module.weight, module.bias
+    return weight, bias
 
 
 class MemsizerAttention(nn.Module):
@@ -188,27 +201,61 @@ class MemsizerAttention(nn.Module):
     def _self_projections(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """The slot logits ``Phi x``, ``l(x)`` and ``r(x)`` of self-attention.
 
-        In eval mode without autograd (decoding, validation) the three projections ``Phi``,
-        ``W_l``, ``W_r`` run as one GEMM with concatenated weights. The concatenation is cached
-        until a parameter changes: in place (its version), dtype or device, or the module is
-        switched between train and eval (optimizers may write through ``.data``, which bumps no
-        version). Otherwise they run separately, so gradients flow to each ``nn.Linear``.
+        Without autograd in eval mode (decoding, validation) the three projections ``Phi``,
+        ``W_l``, ``W_r`` run as one GEMM (:meth:`_fused_weights`); otherwise they run
+        separately, so that gradients flow to each ``nn.Linear``.
         """
-        params = [self.q_proj.weight, self.l_proj.weight, self.r_proj.weight,
-                  self.q_proj.bias, self.l_proj.bias, self.r_proj.bias]
-        if self.training or (
-            torch.is_grad_enabled() and any(p.requires_grad for p in params)
-        ):
+        if self._needs_autograd(x):
             logits, (l, r) = self.q_proj(x), self.write_values(x)
             return logits, l, r
-        key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
-        if self._fused_cache is None or self._fused_cache[0] != key:
-            self._fused_cache = (key, torch.cat(params[:3]), torch.cat(params[3:]))
-        fused = F.linear(x, self._fused_cache[1], self._fused_cache[2])
+        weight, bias = self._fused_weights()
+        fused = F.linear(x, weight, bias)
         logits, l, r = fused.split(
             [self.num_heads * self.num_slots, self.num_slots, self.embed_dim], dim=-1
         )
         return logits, self.l_norm(l), self.r_norm(r)
+
+    def _projection_parameters(self) -> Tuple[Tensor, ...]:
+        """``Phi``, ``W_l``, ``W_r`` and their biases (plain dictionary lookups: the decoding
+        step reads them at every call)."""
+        modules = self._modules
+        q_weight, q_bias = _parameters_of(modules["q_proj"])
+        l_weight, l_bias = _parameters_of(modules["l_proj"])
+        r_weight, r_bias = _parameters_of(modules["r_proj"])
+        return q_weight, l_weight, r_weight, q_bias, l_bias, r_bias
+
+    def _needs_autograd(self, x: Tensor) -> bool:
+        """True in training mode (attention dropout) or when the output needs a graph."""
+        if self.training:
+            return True
+        if not torch.is_grad_enabled():
+            return False
+        return x.requires_grad or any(p.requires_grad for p in self._projection_parameters())
+
+    def _fused_weights(self) -> Tuple[Tensor, Tensor]:
+        """``Phi``, ``W_l`` and ``W_r`` stacked into one ``(h k + k + d) x d_src`` weight, and
+        their biases into one vector, so that the three projections are one GEMM.
+
+        The stacked copy is cached until a parameter changes: in place (its version counter) or
+        its memory (dtype, device, ``.data`` replaced: the cache keeps the tensors it was made
+        from, so that new parameters cannot reuse their addresses), or the module is switched
+        between train and eval (optimizers may write through ``.data``, which bumps no version).
+        The state_dict keeps the three separate ``nn.Linear`` parameters.
+        """
+        params = q_w, l_w, r_w, q_b, l_b, r_b = self._projection_parameters()
+        key = (q_w._version, l_w._version, r_w._version, q_b._version, l_b._version, r_b._version,
+               q_w.data_ptr(), l_w.data_ptr(), r_w.data_ptr(),
+               q_b.data_ptr(), l_b.data_ptr(), r_b.data_ptr())
+        cache = self._fused_cache
+        if cache is None or cache[0] != key:
+            with torch.no_grad():
+                # stored transposed (d_src x (h k + k + d), contiguous): the layout in which the
+                # GEMM reads the weight fastest when few rows are projected (decoding)
+                weight = torch.cat(params[:3]).t().contiguous().t()
+                cache = self._fused_cache = (
+                    key, weight, torch.cat(params[3:]), tuple(p.detach() for p in params),
+                )
+        return cache[1], cache[2]
 
     def write_values(self, source: Tensor) -> Tuple[Tensor, Tensor]:
         """``l = LN(W_l x)`` (``S x B x k``) and ``r = LN(W_r x)`` (``S x B x d``)."""
@@ -289,6 +336,9 @@ class MemsizerAttention(nn.Module):
                 "non-causal Memsizer attention cannot apply an arbitrary attn_mask"
             )
         if self.causal:
+            if (incremental_state is not None and query.size(0) == 1
+                    and not self._needs_autograd(query)):
+                return self._decode_step(query, key_padding_mask, incremental_state), None
             return self._causal_forward(query, key_padding_mask, incremental_state), None
         weights = "heads" if need_head_weights else ("mean" if need_weights else None)
         return self._memory_forward(query, key, key_padding_mask, incremental_state, weights)
@@ -365,10 +415,7 @@ class MemsizerAttention(nn.Module):
         saved = self._get_input_buffer(incremental_state)
         prev_sum, prev_count = saved.get("sum"), saved.get("count")
         if prev_sum is None:
-            acc = accumulation_dtype(r.dtype)
-            bsz = x.size(1)
-            prev_sum = r.new_zeros(bsz, self.num_slots, self.embed_dim, dtype=acc)
-            prev_count = r.new_zeros(bsz, dtype=acc)
+            prev_sum, prev_count = self._empty_state(x.size(1), r)
         if x.size(0) == 1:
             y, new_sum, new_count = causal_step(a, l, r, keep, prev_sum, prev_count)
         else:
@@ -377,6 +424,73 @@ class MemsizerAttention(nn.Module):
             )
         self._set_input_buffer(incremental_state, {"sum": new_sum, "count": new_count})
         return y.transpose(0, 1)
+
+    def _empty_state(self, bsz: int, like: Tensor) -> Tuple[Tensor, Tensor]:
+        """The causal state before the first position: ``S_0 = 0`` (``B x k x d``), ``n_0 = 0``."""
+        acc = accumulation_dtype(like.dtype)
+        return (like.new_zeros(bsz, self.num_slots, self.embed_dim, dtype=acc),
+                like.new_zeros(bsz, dtype=acc))
+
+    def _decode_step(self, x: Tensor, key_padding_mask: Optional[Tensor],
+                     incremental_state: IncrementalState) -> Tensor:
+        """One causal decoding position without autograd (``x``: ``1 x B x d``).
+
+        The step of :func:`causal_step`, ``S_t = S_{t-1} + l_t r_t^T`` and
+        ``y_t = a_t S_t / sqrt(n_t)``, in as few kernels as it takes (at this size each costs
+        more than its arithmetic): one GEMM for ``Phi``, ``W_l`` and ``W_r``; the two
+        LayerNorms; the per-head softmax; the running sum and count updated in place; the mean
+        over heads and ``n_t^(-1/2)`` as one ``(1 x h) (h x k)`` product per sentence; the read.
+        The parameters are read directly: hooks on the projection and LayerNorm submodules do
+        not run here (as in the fused projection of :meth:`_self_projections`).
+        """
+        heads, slots, dim = self.num_heads, self.num_slots, self.embed_dim
+        bsz = x.size(1)
+        weight, bias = self._fused_weights()
+        modules = self._modules
+        l_norm, r_norm = modules["l_norm"], modules["r_norm"]
+        # batch first: B x 1 x (h k + k + d)
+        logits, l, r = F.linear(x.transpose(0, 1), weight, bias).split(
+            (heads * slots, slots, dim), dim=2)
+        l = F.layer_norm(l, (slots,), *_parameters_of(l_norm), l_norm.eps)
+        r = F.layer_norm(r, (dim,), *_parameters_of(r_norm), r_norm.eps)
+
+        key = self._state_key()
+        saved = incremental_state.get(key)
+        state_sum = None if saved is None else saved.get("sum")
+        if state_sum is None:
+            state_sum, count = self._empty_state(bsz, r)
+            saved = None
+        else:
+            count = saved["count"]
+        acc = state_sum.dtype
+        if r.dtype != acc:  # half types: the running sum is float32
+            l, r, logits = l.to(acc), r.to(acc), logits.to(acc)
+        if key_padding_mask is None:
+            step = 1
+        else:
+            # fairseq may pass the mask of the whole prefix; the new position is the last one.
+            step = (~key_padding_mask[:, -1:].bool()).to(acc)  # B x 1
+            l = l * step.unsqueeze(2)  # a pad writes nothing and does not count
+            step = step.view(bsz)
+        # Tensors made under inference_mode cannot be updated in place outside it.
+        if state_sum.is_inference() and not torch.is_inference_mode_enabled():
+            state_sum = torch.baddbmm(state_sum, l.transpose(1, 2), r)
+            count = count + step
+            saved = None
+        else:
+            state_sum.baddbmm_(l.transpose(1, 2), r)
+            count.add_(step)
+        if saved is None:
+            incremental_state[key] = {"sum": state_sum, "count": count}
+
+        # a_t / sqrt(n_t) = sum_h softmax_h(Phi x_t) / (h sqrt(n_t)); n_t = 0 only in a row that
+        # has read nothing but pads (S_t = 0 there).
+        if key_padding_mask is not None:
+            count = count.clamp(min=1)
+        scale = (count.view(bsz, 1, 1) * float(heads * heads)).rsqrt_().expand(bsz, 1, heads)
+        probs = torch.softmax(logits.view(bsz, heads, slots), dim=2)
+        y = torch.bmm(torch.bmm(scale, probs), state_sum).transpose(0, 1)  # 1 x B x d
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
     # -- incremental state, in fairseq's format (Dict[str, Dict[str, Optional[Tensor]]]) ------
 
