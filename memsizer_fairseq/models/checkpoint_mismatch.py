@@ -9,7 +9,7 @@
   trainer re-raises it as "Cannot load model parameters from checkpoint ...; please ensure that
   the architectures match", with this message as the cause just above.
 
-What fairseq already checks, and the tests pin down (``tests/test_reliability.py``): invalid
+What fairseq already checks, and the tests pin down (``tests/compat/test_reliability.py``): invalid
 Memsizer flags fail at parse time naming the flag (``memsizer_options``); sources longer than
 ``--max-source-positions`` are refused before training or decoding with fairseq's message
 "Size of sample #N is invalid ... skip this example with --skip-invalid-size-inputs-valid-test",
