@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
 
 
+import memsizer_fairseq  # noqa: E402,F401  (imports fairseq quietly, before any test module does)
 from fairseq_helpers import TOY_MODEL, TOY_TRAIN  # noqa: E402
 
 
