@@ -11,7 +11,7 @@ timing does.
 """
 import statistics
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -59,16 +59,11 @@ def decoding_profile(checkpoint: str, data_bin: str, lengths: Sequence[int],
     model, task = _load(checkpoint, data_bin, device)
     src_tokens, src_lengths, _ = _source_batch(task, sentences, device)
     encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
-    start = model.decoder.dictionary.eos()
-    tokens = torch.full((src_tokens.shape[0], 1), start, dtype=torch.long, device=device)
-    state: Dict = {}
     wanted = sorted(set(lengths))
     rows, times = [], []
-    for step in range(1, wanted[-1] + 1):
-        began = time.perf_counter()
-        logits, _ = model.decoder(tokens, encoder_out=encoder_out, incremental_state=state)
-        times.append(time.perf_counter() - began)
-        tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    no_forcing = src_tokens.new_empty((src_tokens.shape[0], 0))
+    for step, state, seconds in _greedy_steps(model, encoder_out, no_forcing, wanted[-1]):
+        times.append(seconds)
         if step in wanted:
             rows.append({"output_tokens": step,
                          "step_seconds": statistics.median(times),
@@ -89,14 +84,26 @@ def _source_batch(task, sentences: int, device: str):
     return net_input["src_tokens"].to(device), net_input["src_lengths"].to(device), average_target
 
 
-def _decode(model, encoder_out, forced: torch.Tensor, steps: int) -> Dict:
+def _greedy_steps(model, encoder_out, forced: torch.Tensor, steps: int
+                  ) -> Iterator[Tuple[int, Dict, float]]:
     """Greedy incremental decoding for ``steps`` steps from end-of-sentence (fairseq's start
-    symbol), the first outputs forced to ``forced``; returns the incremental state."""
+    symbol), the first outputs forced to ``forced``; yields after each step its number (from
+    1), the incremental state and the decoder call's seconds."""
     start = model.decoder.dictionary.eos()
     tokens = torch.full((forced.shape[0], 1), start, dtype=torch.long, device=forced.device)
     state: Dict = {}
     for step in range(steps):
+        began = time.perf_counter()
         logits, _ = model.decoder(tokens, encoder_out=encoder_out, incremental_state=state)
+        seconds = time.perf_counter() - began
         chosen = forced[:, step] if step < forced.shape[1] else logits[:, -1].argmax(-1)
         tokens = torch.cat([tokens, chosen.unsqueeze(1)], dim=1)
+        yield step + 1, state, seconds
+
+
+def _decode(model, encoder_out, forced: torch.Tensor, steps: int) -> Dict:
+    """The incremental state after :func:`_greedy_steps`."""
+    state: Dict = {}
+    for _step, state, _seconds in _greedy_steps(model, encoder_out, forced, steps):
+        pass
     return state

@@ -188,7 +188,7 @@ class MemsizerTransformerDecoder(TransformerDecoderBase):
             for value in module._get_input_buffer(incremental_state).values()
             if value is not None
         )
-        return total + sum(
-            module.short_conv_state(incremental_state).numel() * module.short_conv.element_size()
-            for module in self.modules() if isinstance(module, ShortConvMemsizerAttention)
-            and module.short_conv_state(incremental_state) is not None)
+        kept_inputs = (module.short_conv_state(incremental_state) for module in self.modules()
+                       if isinstance(module, ShortConvMemsizerAttention))
+        return total + sum(inputs.numel() * inputs.element_size()
+                           for inputs in kept_inputs if inputs is not None)

@@ -37,9 +37,11 @@ def reference_short_conv(x: Tensor, weight: Tensor,
     return out
 
 
-def short_conv(x: Tensor, weight: Tensor, history: Optional[Tensor] = None) -> Tensor:
+def short_conv(x: Tensor, weight: Tensor,
+               history: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """``x'_t = sum_i w_i x_{t-i}`` for ``x``: ``T x B x d``, given the ``K - 1`` inputs before it
-    (``history``: ``(K-1) x B x d``, zeros when None)."""
+    (``history``: ``(K-1) x B x d``, zeros when None). Returns ``x'`` and the last ``K - 1``
+    inputs (the history of the next call)."""
     taps = weight.size(1)
     if history is None:
         history = x.new_zeros(taps - 1, *x.shape[1:])
@@ -47,7 +49,7 @@ def short_conv(x: Tensor, weight: Tensor, history: Optional[Tensor] = None) -> T
     out = padded[taps - 1:] * weight[:, 0]
     for i in range(1, taps):
         out = out + padded[taps - 1 - i:padded.size(0) - i] * weight[:, i]
-    return out
+    return out, padded[padded.size(0) - (taps - 1):]
 
 
 class ShortConvMemsizerAttention(MemsizerAttention):
@@ -76,15 +78,10 @@ class ShortConvMemsizerAttention(MemsizerAttention):
         x = query
         if key_padding_mask is not None:
             x = x.masked_fill(key_padding_mask.transpose(0, 1).unsqueeze(-1), 0.0)
-        history = None
+        history = None if incremental_state is None else self.short_conv_state(incremental_state)
+        mixed, recent = short_conv(x, self.short_conv.to(x.dtype), history)
         if incremental_state is not None:
-            history = self.short_conv_state(incremental_state)
-            recent = torch.cat([history, x], dim=0) if history is not None else x
-            if recent.size(0) < self.taps - 1:
-                recent = torch.cat([recent.new_zeros(self.taps - 1 - recent.size(0),
-                                                     *recent.shape[1:]), recent], dim=0)
-            incremental_state[self._conv_key()] = {"inputs": recent[-(self.taps - 1):]}
-        mixed = short_conv(x, self.short_conv.to(x.dtype), history)
+            incremental_state[self._conv_key()] = {"inputs": recent}
         return super().forward(mixed, mixed, mixed, key_padding_mask=key_padding_mask,
                                incremental_state=incremental_state, **kwargs)
 

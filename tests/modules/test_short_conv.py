@@ -28,7 +28,9 @@ def make_conv(taps=3, dim=12, heads=3, slots=5, random_taps=True):
 def test_fast_form_equals_the_definition(taps):
     x = torch.randn(9, 3, 6, dtype=torch.float64)
     weight = torch.randn(6, taps, dtype=torch.float64)
-    torch.testing.assert_close(short_conv(x, weight), reference_short_conv(x, weight), **TOL)
+    out, history = short_conv(x, weight)
+    torch.testing.assert_close(out, reference_short_conv(x, weight), **TOL)
+    torch.testing.assert_close(history, x[-(taps - 1):], **TOL)  # the next call's history
 
 
 @pytest.mark.parametrize("left", [False, True])
