@@ -52,8 +52,10 @@ def toy_checkpoints(trained):
     transformer = str(root / "transformer")
     model = ["transformer_tiny" if flag == "memsizer_transformer_tiny" else flag
              for flag in TOY_MODEL]
-    fairseq_cli.run_fairseq("train", [data, *model, *TOY_TRAIN, "--max-update", "100",
-                                   "--save-dir", transformer], str(root / "transformer.log"))
+    # with the plugin's fairseq fixes, as the project's tools train every baseline
+    fairseq_cli.run_fairseq("train", [data, "--user-dir", fairseq_cli.USER_DIR, *model, *TOY_TRAIN,
+                                   "--max-update", "100", "--save-dir", transformer],
+                            str(root / "transformer.log"))
     # fairseq-generate --lm-path loads the LM's dictionary from the data directory: dict.txt
     shutil.copy(os.path.join(data, "dict.tgt.txt"), os.path.join(data, "dict.txt"))
     lm_data = str(root / "lm-bin")

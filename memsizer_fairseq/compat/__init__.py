@@ -6,7 +6,8 @@
   plain types they hold), a marker naming ``--user-dir`` in this plugin's checkpoints, crash-safe
   copies to ``checkpoint_last.pt`` / ``checkpoint_best.pt``, safe loading in distributed resumes;
 * ``fixes``: fairseq bugs that lose or reorder data or crash for every model (dropped last batch,
-  other batches after a resume, ``--replace-unk``, ``--diverse-beam-groups``).
+  other batches after a resume, ``--replace-unk``, ``--diverse-beam-groups``, an abort at exit
+  while fairseq's data buffer thread is collating).
 
 Each patch is idempotent and wraps fairseq's function (``functools.wraps``), keeping its behaviour
 where the bug does not apply. The plugin's own classes need no patch: the models explain a

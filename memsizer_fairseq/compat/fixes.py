@@ -6,6 +6,9 @@
 3. ``fairseq-generate --replace-unk`` crashes for every model (:func:`replace_unk_from_pairs`).
 4. ``--diverse-beam-groups`` crashes for every model once sentence ids exceed the batch size
    (:func:`diverse_beam_search_by_position`).
+5. A finished ``fairseq-train`` aborts at exit (``terminate called without an active
+   exception``, exit 134) while its data buffer thread is collating batches
+   (:func:`stop_data_buffers_at_exit`).
 
 Batch dropping:
 
@@ -19,12 +22,16 @@ so whenever the number of examples is not a multiple of ``--required-batch-size-
 ``--batch-size 64`` translates and scores 96 sentences, and validation skips examples. fairseq
 0.12.2 kept that batch. We restore 0.12.2's behaviour: the remainder becomes a last, smaller batch.
 """
+import atexit
 import functools
 import inspect
+import queue
+import threading
+import weakref
 
 import numpy as np
 from fairseq import search, utils
-from fairseq.data import data_utils
+from fairseq.data import data_utils, iterators
 from fairseq.tasks import FairseqTask
 
 
@@ -165,9 +172,61 @@ def diverse_beam_search_by_position():
         search.DiverseBeamSearch.step = _by_position(search.DiverseBeamSearch.step)
 
 
+_live_buffers = weakref.WeakSet()
+
+
+def _until_stopped(source, stop):
+    for item in source:
+        yield item
+        if stop.is_set():
+            return
+
+
+def _stoppable(init):
+    @functools.wraps(init)
+    def init_stoppable(self, queue_, source, *args, **kwargs):
+        self.memsizer_stop = threading.Event()
+        init(self, queue_, _until_stopped(source, self.memsizer_stop), *args, **kwargs)
+        _live_buffers.add(self)
+
+    init_stoppable.stoppable = True
+    return init_stoppable
+
+
+def _stop_live_buffers(timeout=30.0):
+    for consumer in list(_live_buffers):
+        consumer.memsizer_stop.set()
+        while consumer.is_alive() and timeout > 0:
+            try:  # a consumer blocked on a full queue must be able to put its item
+                while True:
+                    consumer._queue.get_nowait()
+            except queue.Empty:
+                pass
+            consumer.join(0.05)
+            timeout -= 0.05
+
+
+def stop_data_buffers_at_exit():
+    """Patch ``fairseq.data.iterators.BackgroundConsumer.__init__`` (idempotent).
+
+    ``--data-buffer-size`` (default 10) prefetches batches in a daemon thread, which is usually
+    collating the next batches when training ends. Python finalises a daemon thread by
+    ``pthread_exit`` when it next takes the GIL; inside torch's C++ code that unwinding calls
+    ``std::terminate``, so a run that saved its last checkpoint and printed ``done training``
+    still exits with 134 and scripts see a failure. Each consumer now reads its source through
+    a generator that stops on request, and at exit (``atexit`` runs before daemon threads are
+    finalised) the live consumers are stopped and joined.
+    """
+    consumer = iterators.BackgroundConsumer
+    if not getattr(consumer.__init__, "stoppable", False):
+        consumer.__init__ = _stoppable(consumer.__init__)
+        atexit.register(_stop_live_buffers)
+
+
 def install():
     """Install every fix (idempotent)."""
     keep_remainder_batches()
     same_batches_after_resume()
     replace_unk_from_pairs()
     diverse_beam_search_by_position()
+    stop_data_buffers_at_exit()

@@ -1,5 +1,6 @@
 """The fixes of memsizer_fairseq.compat.fixes: batches keep their last, smaller batch;
---replace-unk reads the hard alignment fairseq-generate hands it."""
+--replace-unk reads the hard alignment fairseq-generate hands it; fairseq's data buffer thread
+is stopped before Python exits."""
 import numpy as np
 import pytest
 from fairseq import utils
@@ -40,3 +41,40 @@ def test_importing_the_plugin_first_keeps_the_terminal_quiet():
             "assert not root.handlers and root.level == logging.WARNING, root")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stderr
+
+
+BUSY_DATA_BUFFER_AT_EXIT = """
+import time, torch, memsizer_fairseq
+from fairseq.data.iterators import BufferedIterator
+
+class Collating:  # each batch costs torch work, as fairseq's collater does
+    def __len__(self):
+        return 1000
+
+    def __iter__(self):
+        a = torch.randn(600, 600)
+        for _ in range(1000):
+            yield (a @ a @ a @ a).sum()
+
+batches = BufferedIterator(2, Collating())
+next(batches)
+time.sleep(0.01)
+"""
+
+
+def test_a_busy_data_buffer_does_not_abort_the_exit():
+    """Without the fix Python finalises fairseq's prefetching thread inside torch's C++ code and
+    the process aborts (``terminate called without an active exception``, exit 134)."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", BUSY_DATA_BUFFER_AT_EXIT], capture_output=True,
+                          text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_data_buffer_still_delivers_every_batch_in_order():
+    from fairseq.data.iterators import BufferedIterator
+
+    assert list(BufferedIterator(3, list(range(50)))) == list(range(50))
