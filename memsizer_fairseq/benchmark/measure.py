@@ -7,11 +7,22 @@ from typing import Callable, Dict, List
 
 import torch
 from fairseq.sequence_generator import SequenceGenerator
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def synchronize(device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def counted_flops(fn: Callable[[], object]) -> int:
+    """Floating-point operations of ``fn``'s matrix products (``mm``, ``addmm``, ``bmm``,
+    ``baddbmm``, attention kernels; forward and backward), counted by PyTorch's
+    ``FlopCounterMode``: elementwise work is left out, so it is the arithmetic that bounds a
+    step where matrix products dominate."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:
@@ -100,9 +111,11 @@ def random_words(model, batch: int, length: int, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_step_time(model, prefix_len: int, batch: int, steps: int, device) -> Dict:
-    """Per-token time of incremental decoding after a ``prefix_len``-token prefix (LM decoder)."""
-    tokens = random_words(model, batch, prefix_len + steps + 1, device)
+def decode_step_time(model, prefix_len: int, batch: int, steps: int, device,
+                     count_flops: bool = False) -> Dict:
+    """Per-token time of incremental decoding after a ``prefix_len``-token prefix (LM decoder);
+    ``count_flops`` also counts the matrix-product FLOPs of one more step, per token."""
+    tokens = random_words(model, batch, prefix_len + steps + 2, device)
     state: Dict = {}
     model.decoder(tokens[:, :1], incremental_state=state)
     _grow_state_to(state, prefix_len)
@@ -114,11 +127,16 @@ def decode_step_time(model, prefix_len: int, batch: int, steps: int, device) -> 
             model.decoder(tokens[:, : prefix_len + 2 + s], incremental_state=state)
 
     seconds = timed(run, device)
-    return {
+    result = {
         "seconds_per_token": seconds / steps,
         "state_bytes_per_sentence": incremental_state_bytes(state) / batch,
         "peak_bytes": peak_bytes(device),
     }
+    if count_flops:
+        result["flops"] = counted_flops(
+            lambda: model.decoder(tokens[:, : prefix_len + 2 + steps], incremental_state=state)
+        ) / batch
+    return result
 
 
 @torch.no_grad()
@@ -188,15 +206,20 @@ def lm_train_step(model, tokens: torch.Tensor, optimizer=None) -> torch.Tensor:
     return loss.detach()
 
 
-def train_step_time(model, seq_len: int, batch: int, device) -> Dict:
-    """Forward and backward of a language model on ``batch x seq_len`` tokens."""
+def train_step_time(model, seq_len: int, batch: int, device, count_flops: bool = False) -> Dict:
+    """Forward and backward of a language model on ``batch x seq_len`` tokens; ``count_flops``
+    also counts the step's matrix-product FLOPs (the warm-up step is the one counted)."""
     tokens = random_words(model, batch, seq_len + 1, device)
     model.train()
-    lm_train_step(model, tokens)  # warm-up
+    result = {}
+    if count_flops:
+        result["flops"] = counted_flops(lambda: lm_train_step(model, tokens))
+    else:
+        lm_train_step(model, tokens)  # warm-up
     reset_peak(device)
     seconds = timed(lambda: lm_train_step(model, tokens), device)
     model.eval()
-    return {"seconds": seconds, "peak_bytes": peak_bytes(device)}
+    return {**result, "seconds": seconds, "peak_bytes": peak_bytes(device)}
 
 
 def summarize(samples: List[float]) -> Dict:

@@ -80,7 +80,7 @@ def _measure(job: Dict, model, first: bool) -> Dict:
     section = job["section"]
     if section == "decode":
         return measure.decode_step_time(
-            model, job["prefix_len"], cfg["batch"], cfg["steps"], device
+            model, job["prefix_len"], cfg["batch"], cfg["steps"], device, count_flops=first
         )
     if section == "beam":
         return measure.beam_search_time(
@@ -92,7 +92,8 @@ def _measure(job: Dict, model, first: bool) -> Dict:
             device,
             with_state=first,
         )
-    return measure.train_step_time(model, job["seq_len"], cfg["train_batch"], device)
+    return measure.train_step_time(model, job["seq_len"], cfg["train_batch"], device,
+                                   count_flops=first)
 
 
 def jobs_for(cfg: Dict) -> List[Dict]:
@@ -108,7 +109,7 @@ def jobs_for(cfg: Dict) -> List[Dict]:
                     jobs.append(dict(section="beam", kind=kind, out_len=out_len, batch=batch))
     if "train" in cfg["sections"]:
         for seq_len in cfg["train_lengths"]:
-            kinds = ["memsizer", "transformer", "transformer-sdpa"]
+            kinds = ["memsizer", "transformer", "transformer-sdpa", "no-attention"]
             if seq_len <= cfg["authors_max_len"]:
                 kinds.append("memsizer-authors")
             for kind in kinds:

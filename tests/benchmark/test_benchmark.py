@@ -52,10 +52,13 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
         ("train", "transformer"),
         ("train", "transformer-sdpa"),
         ("train", "memsizer-authors"),
+        ("train", "no-attention"),
     } <= kinds
     for row in result["rows"]:
         assert row["time"]["min"] > 0 and row["time"]["n"] == result["config"]["repeats"]
         assert "peak_bytes" in row
+        if row["section"] in ("decode", "train"):
+            assert row["flops"] > 0
         if row["section"] == "decode":
             assert row["state_bytes_per_sentence"] >= 0
             assert (row["state_bytes_per_sentence"] > 0) == (row["kind"] != "no-attention")
@@ -63,6 +66,10 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
             assert row["tokens_per_second"] > 0 and row["sentences_per_second"] > 0
             assert row["state_bytes_per_sentence"] > 0
     decode = {(r["kind"], r["prefix_len"]): r for r in result["rows"] if r["section"] == "decode"}
+    # the projections are matrix products the network without attention does not have
+    assert decode[("memsizer", 64)]["flops"] > decode[("no-attention", 64)]["flops"]
+    train = {(r["kind"], r["seq_len"]): r for r in result["rows"] if r["section"] == "train"}
+    assert train[("transformer", 64)]["flops"] > train[("no-attention", 64)]["flops"]
     # Memsizer's state does not grow with the prefix; softmax attention's cache does.
     assert (
         decode[("memsizer", 16)]["state_bytes_per_sentence"]
@@ -82,6 +89,33 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
     for name in ("benchmark.md", "decode.png", "beam.png", "train.png"):
         assert (out / name).stat().st_size > 0
     assert "Incremental decoding" in proc.stdout
+
+
+def test_targets_name_the_bound_any_attention_allows():
+    from memsizer_fairseq.benchmark import report
+
+    def row(section, kind, seconds, flops, **where):
+        return dict(section=section, kind=kind, time={"min": seconds}, flops=flops, **where)
+
+    rows = [
+        row("decode", "memsizer", 1.3, 120, prefix_len=1024),
+        row("decode", "no-attention", 1.0, 100, prefix_len=1024),
+        row("decode", "transformer", 6.5, 300, prefix_len=1024),
+        row("train", "memsizer", 2.0, 10, seq_len=4096),
+        row("train", "transformer", 7.0, 30, seq_len=4096),
+        row("train", "no-attention", 1.75, 8, seq_len=4096),
+    ]
+    checks = {c["name"]: c for c in report.targets(rows)}
+    step = checks["memsizer step / no-attention step at 1024"]
+    assert (step["value"], step["bound"], step["ok"]) == (1.3, 1.2, False)
+    speed = checks["transformer_lm step / memsizer step at 1024"]
+    assert (speed["value"], speed["bound"], speed["ok"]) == (5.0, 6.5, False)
+    training = checks["transformer_lm training step / memsizer's at 4096"]
+    assert (training["value"], training["bound"], training["ok"]) == (3.5, 4.0, False)
+    assert "| 1.30 | <= 1.2 | no | 1.20 |" in report.markdown(
+        {"rows": [], "targets": list(checks.values()), "machine": "m",
+         "config": dict(dim=1, layers=1, heads=1, vocab=5, dtype="fp32", device="cpu",
+                        repeats=1, batch=8, beam=4, src_len=32, train_batch=1)})
 
 
 def test_read_init_gain_scales_the_initial_read_exactly():
