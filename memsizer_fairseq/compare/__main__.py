@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence
 from ..toolkit import fairseq_cli
 
 from .data import check_raw_dir
+from .progress import task_status
 from .report import load_states, write_report
 from .runner import Comparison
 from .settings import TASKS
@@ -104,6 +105,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--restart", action="store_true",
                         help="delete the work directory of each task first")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--status", action="store_true",
+                        help="train nothing: print how far each task's training runs have come "
+                             "(from their logs: updates, best and last validation score, "
+                             "validations since the best) and plot their curves into "
+                             "WORK_DIR/status_<task>.png")
     args = parser.parse_args(argv)
     if args.raw_dir and len(args.tasks) != 1:
         parser.error("--raw-dir is the data of one task: give exactly one --tasks")
@@ -142,8 +148,18 @@ def _remove_unfinished(created: List[str], parent: Optional[str]):
         os.rmdir(parent)
 
 
+def print_status(args) -> int:
+    for name in args.tasks:
+        plot = os.path.join(args.work_dir, f"status_{name}.png")
+        work_dir = os.path.join(args.work_dir, name)
+        print("\n".join(task_status(name, work_dir, plot if os.path.isdir(work_dir) else None)))
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    if args.status:
+        return print_status(args)
     if args.device is None:
         import torch
 
