@@ -7,7 +7,7 @@ from typing import Callable, Dict, List
 
 import torch
 from fairseq.sequence_generator import SequenceGenerator
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils import flop_counter
 
 
 def synchronize(device: torch.device):
@@ -15,12 +15,27 @@ def synchronize(device: torch.device):
         torch.cuda.synchronize(device)
 
 
+def _attention_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _attention_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs):
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
 def counted_flops(fn: Callable[[], object]) -> int:
     """Floating-point operations of ``fn``'s matrix products (``mm``, ``addmm``, ``bmm``,
     ``baddbmm``, attention kernels; forward and backward), counted by PyTorch's
     ``FlopCounterMode``: elementwise work is left out, so it is the arithmetic that bounds a
-    step where matrix products dominate."""
-    with FlopCounterMode(display=False) as counter:
+    step where matrix products dominate. PyTorch's table leaves out the CPU kernels of
+    ``scaled_dot_product_attention`` (which fairseq's attention calls); they count as its other
+    kernels do (the whole score matrix, causal or not)."""
+    aten = torch.ops.aten
+    cpu_attention = {
+        aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: _attention_backward_flops,
+    }
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
         fn()
     return counter.get_total_flops()
 

@@ -91,6 +91,26 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
     assert "Incremental decoding" in proc.stdout
 
 
+def test_fused_attention_counts_the_flops_of_its_two_products():
+    """PyTorch's FLOP table lacks the CPU kernels of scaled_dot_product_attention (fairseq's
+    attention calls them): counted here as the two matrix products they compute, forward and
+    backward."""
+    from memsizer_fairseq.benchmark.measure import counted_flops
+
+    q, k, v = (torch.randn(2, 3, 16, 8, requires_grad=True) for _ in range(3))
+
+    def fused():
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    def explicit():
+        return torch.softmax(q @ k.transpose(-1, -2) / 8 ** 0.5, dim=-1) @ v
+
+    two_products = 2 * (2 * 6 * 16 * 16 * 8)
+    assert counted_flops(fused) == counted_flops(explicit) == two_products
+    # backward: the two products' four gradients, plus the scores recomputed (flash kernels)
+    assert counted_flops(lambda: fused().sum().backward()) == two_products * 7 // 2
+
+
 def test_targets_name_the_bound_any_attention_allows():
     from memsizer_fairseq.benchmark import report
 
