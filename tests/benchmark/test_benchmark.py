@@ -127,12 +127,15 @@ def test_targets_name_the_bound_any_attention_allows():
     ]
     checks = {c["name"]: c for c in report.targets(rows)}
     step = checks["memsizer step / no-attention step at 1024"]
-    assert (step["value"], step["bound"], step["ok"]) == (1.3, 1.2, False)
+    assert (step["value"], step["bound_free"], step["ok"]) == (1.3, 1.0, False)
+    assert step["bound_flops"] == pytest.approx(1.2)
     speed = checks["transformer_lm step / memsizer step at 1024"]
-    assert (speed["value"], speed["bound"], speed["ok"]) == (5.0, 6.5, False)
+    assert (speed["value"], speed["bound_free"], speed["ok"]) == (5.0, 6.5, False)
+    assert speed["bound_flops"] == pytest.approx(6.5 / 1.2)
     training = checks["transformer_lm training step / memsizer's at 4096"]
-    assert (training["value"], training["bound"], training["ok"]) == (3.5, 4.0, False)
-    assert "| 1.30 | <= 1.2 | no | 1.20 |" in report.markdown(
+    assert (training["value"], training["bound_free"], training["ok"]) == (3.5, 4.0, False)
+    assert training["bound_flops"] == pytest.approx(4.0 / 1.25)
+    assert "| 1.30 | <= 1.2 | no | 1.00 | 1.20 |" in report.markdown(
         {"rows": [], "targets": list(checks.values()), "machine": "m",
          "config": dict(dim=1, layers=1, heads=1, vocab=5, dtype="fp32", device="cpu",
                         repeats=1, batch=8, beam=4, src_len=32, train_batch=1)})
