@@ -529,18 +529,30 @@ class MemsizerAttention(nn.Module):
         self, incremental_state: IncrementalState, saved: Dict[str, Optional[Tensor]],
         new_order: Tensor,
     ) -> IncrementalState:
-        """Cross-attention: row b reads memory ``b // g``. Beam search only moves rows within a
-        sentence's beams (nothing to copy) or drops whole sentences (copy the kept memories,
-        one per sentence); any other order copies one memory per row."""
+        """Cross-attention: row b reads memory ``b // g``. On the CPU, beam search only moves
+        rows within a sentence's beams (nothing to copy) or drops whole sentences (copy the kept
+        memories, one per sentence); any other order copies one memory per row. Finding which
+        reads ``new_order`` on the host, so on an accelerator every row gets its memory gathered
+        instead (``k x d`` per row and step, without a host synchronisation)."""
         memory = saved["memory"]
-        wanted, new_rows = regroup(new_order, int(saved["rows_per_memory"]))
-        if not (wanted.numel() == memory.size(0) and torch.equal(
-                wanted, torch.arange(memory.size(0), device=wanted.device))):
-            memory = memory.index_select(0, wanted)
+        rows = int(saved["rows_per_memory"])  # a CPU tensor: no synchronisation
+        if not self.host_reads_orders(memory.device):
+            memory = memory.index_select(0, torch.div(new_order, rows, rounding_mode="floor"))
+            new_rows = 1
+        else:
+            wanted, new_rows = regroup(new_order, rows)
+            if not (wanted.numel() == memory.size(0) and torch.equal(
+                    wanted, torch.arange(memory.size(0), device=wanted.device))):
+                memory = memory.index_select(0, wanted)
         self._set_input_buffer(incremental_state, {
             "memory": memory, "rows_per_memory": torch.tensor(new_rows, dtype=torch.long),
         })
         return incremental_state
+
+    @staticmethod
+    def host_reads_orders(device: torch.device) -> bool:
+        """Whether beam reorders may read the order on the host to share memories (the CPU)."""
+        return device.type == "cpu"
 
     def state_bytes(self, incremental_state: Optional[IncrementalState]) -> int:
         """Bytes this layer holds in ``incremental_state`` (for memory measurements)."""

@@ -82,6 +82,30 @@ def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
         assert module._get_input_buffer(state)["memory"].size(0) == memories
 
 
+def test_reorders_without_reading_the_order_on_the_host_gather_a_memory_per_row(monkeypatch):
+    """On an accelerator the reorder never reads ``new_order`` on the host (no synchronisation
+    per decoding step): every row gets its memory; the outputs stay those of the full pass."""
+    module = make("cross", kdim=7)
+    monkeypatch.setattr(type(module), "host_reads_orders", staticmethod(lambda device: False))
+    beam = 2
+    src = torch.randn(5, 3, 7, dtype=torch.float64).repeat_interleave(beam, dim=1)
+    pad = torch.zeros(3, 5, dtype=torch.bool)
+    pad[2, :3] = True
+    pad = pad.repeat_interleave(beam, dim=0)
+    state = {}
+    step_through(module, torch.randn(1, 6, 12, dtype=torch.float64).split(1), state, src, pad)
+    assert module._get_input_buffer(state)["memory"].size(0) == 3  # shared until a reorder
+    for order in ([1, 1, 2, 3, 5, 4], [2, 3, 4, 5], [3, 0, 1]):
+        order = torch.tensor(order)
+        module.reorder_incremental_state(state, order)
+        src, pad = src[:, order], pad[order]
+        assert module._get_input_buffer(state)["memory"].size(0) == len(order)
+        q = torch.randn(2, len(order), 12, dtype=torch.float64)
+        got = step_through(module, q.split(1), state)
+        want, _ = module(q, src, src, key_padding_mask=pad)
+        torch.testing.assert_close(got, want, **TOL)
+
+
 def test_equal_sources_with_different_padding_get_their_own_memories():
     module = make("cross", kdim=7)
     src = torch.randn(5, 1, 7, dtype=torch.float64).expand(5, 4, 7)
