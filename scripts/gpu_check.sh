@@ -5,7 +5,8 @@
 #      fp32 / --fp16 / --memory-efficient-fp16 / --bf16, checkpoints between CPU and CUDA);
 #   2. the benchmark on CUDA in fp16 and in bf16 (decoding step against prefix length, beam
 #      search, training step up to 16k tokens for memsizer, transformer_lm, transformer_lm with
-#      PyTorch's fused scaled_dot_product_attention and the authors' form, peak memory):
+#      PyTorch's fused scaled_dot_product_attention, the authors' form and the network without
+#      attention, peak memory, matrix-product FLOPs, each target beside its bounds):
 #      OUTDIR/{fp16,bf16}/benchmark.{json,md} and PNGs;
 # then prints a summary. About 8 minutes on one GPU. Without a CUDA device it says so and exits 0.
 # Peak memory with each configuration in a fresh process is a separate, longer command:
@@ -35,7 +36,7 @@ done
     echo "CUDA tests: $(tail -n 1 "$OUT/cuda_tests.txt")"
     for dtype in fp16 bf16; do
         echo "benchmark $dtype: $OUT/$dtype/benchmark.md"
-        grep -A12 "^### Targets" "$OUT/$dtype/benchmark.md" 2>/dev/null || true
+        grep -A9 "^### Targets" "$OUT/$dtype/benchmark.md" 2>/dev/null || true
     done
 } | tee -a "$OUT/summary.txt"
 exit $status
