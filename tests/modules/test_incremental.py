@@ -50,13 +50,31 @@ def test_cross_attention_memory_is_computed_once_and_reordered():
     torch.testing.assert_close(got, want, **TOL)
 
 
-def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
-    module = make("cross", kdim=7)
-    beam = 3
+def _beams_of_three_sentences(beam: int, padded: int, pads: int):
+    """Sources (5 x 3*beam x 7) and padding masks of 3 sentences, each repeated for its
+    ``beam`` beams as SequenceGenerator lays them out; sentence ``padded`` has ``pads`` pads."""
     src = torch.randn(5, 3, 7, dtype=torch.float64).repeat_interleave(beam, dim=1)
     pad = torch.zeros(3, 5, dtype=torch.bool)
-    pad[1, :2] = True
-    pad = pad.repeat_interleave(beam, dim=0)
+    pad[padded, :pads] = True
+    return src, pad.repeat_interleave(beam, dim=0)
+
+
+def _reorder_and_compare(module, state, src, pad, order):
+    """Reorder the state, decode two more steps, compare with the full pass; the reordered
+    sources and masks."""
+    order = torch.tensor(order)
+    module.reorder_incremental_state(state, order)
+    src, pad = src[:, order], pad[order]
+    q = torch.randn(2, len(order), 12, dtype=torch.float64)
+    got = step_through(module, q.split(1), state)
+    want, _ = module(q, src, src, key_padding_mask=pad)
+    torch.testing.assert_close(got, want, **TOL)
+    return src, pad
+
+
+def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
+    module = make("cross", kdim=7)
+    src, pad = _beams_of_three_sentences(beam=3, padded=1, pads=2)
     state = {}
     written = []
     hook = module.l_proj.register_forward_hook(lambda m, inputs, out: written.append(out.shape))
@@ -72,13 +90,7 @@ def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
     # interleaved: one per row, until rows that share a source are consecutive again
     for order, memories in (([3, 4, 5, 0, 1, 2, 6, 7, 8], 3), ([3, 4, 5, 6, 7, 8], 2),
                             ([0, 3, 1, 4], 4), ([1, 2], 2), ([1, 1], 1)):
-        order = torch.tensor(order)
-        module.reorder_incremental_state(state, order)
-        src, pad = src[:, order], pad[order]
-        q = torch.randn(2, len(order), 12, dtype=torch.float64)
-        got = step_through(module, q.split(1), state)
-        want, _ = module(q, src, src, key_padding_mask=pad)
-        torch.testing.assert_close(got, want, **TOL)
+        src, pad = _reorder_and_compare(module, state, src, pad, order)
         assert module._get_input_buffer(state)["memory"].size(0) == memories
 
 
@@ -87,23 +99,13 @@ def test_reorders_without_reading_the_order_on_the_host_gather_a_memory_per_row(
     per decoding step): every row gets its memory; the outputs stay those of the full pass."""
     module = make("cross", kdim=7)
     monkeypatch.setattr(type(module), "host_reads_orders", staticmethod(lambda device: False))
-    beam = 2
-    src = torch.randn(5, 3, 7, dtype=torch.float64).repeat_interleave(beam, dim=1)
-    pad = torch.zeros(3, 5, dtype=torch.bool)
-    pad[2, :3] = True
-    pad = pad.repeat_interleave(beam, dim=0)
+    src, pad = _beams_of_three_sentences(beam=2, padded=2, pads=3)
     state = {}
     step_through(module, torch.randn(1, 6, 12, dtype=torch.float64).split(1), state, src, pad)
     assert module._get_input_buffer(state)["memory"].size(0) == 3  # shared until a reorder
     for order in ([1, 1, 2, 3, 5, 4], [2, 3, 4, 5], [3, 0, 1]):
-        order = torch.tensor(order)
-        module.reorder_incremental_state(state, order)
-        src, pad = src[:, order], pad[order]
+        src, pad = _reorder_and_compare(module, state, src, pad, order)
         assert module._get_input_buffer(state)["memory"].size(0) == len(order)
-        q = torch.randn(2, len(order), 12, dtype=torch.float64)
-        got = step_through(module, q.split(1), state)
-        want, _ = module(q, src, src, key_padding_mask=pad)
-        torch.testing.assert_close(got, want, **TOL)
 
 
 def test_equal_sources_with_different_padding_get_their_own_memories():
