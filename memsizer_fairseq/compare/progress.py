@@ -11,9 +11,7 @@ import re
 from typing import Dict, List, Optional
 
 from ..toolkit import fairseq_output
-from .report import model_label, plot_curves, valid_metric
-from .runner import FRONTIER
-from .settings import ARCHS
+from .report import model_label, plot_run_curves, run_order, valid_metric
 
 _EARLY_STOP = re.compile(r"early stop since valid performance hasn't improved for last (\d+) runs")
 _DONE = "done training in"
@@ -29,7 +27,7 @@ def run_progress(log_path: str, task: str) -> Dict:
     updates = max([int(r["num_updates"]) for r in records["train_inner"] + records["valid"]],
                   default=0)
     progress = {"updates": updates, "valid": records["valid"],
-                "train_inner": records["train_inner"], "validations": len(valid),
+                "train_inner": records["train_inner"],
                 "early_stop": bool(_EARLY_STOP.search(text)), "finished": _DONE in text}
     if valid:
         pick = max if higher else min
@@ -43,17 +41,13 @@ def _run_name(log_path: str) -> str:
     return os.path.basename(log_path)[len("train."):-len(".log")]
 
 
-def _order(name: str) -> tuple:
-    return (0 if name == "transformer" else 1 if name == "memsizer" else 2, name)
-
-
 def task_status(task: str, work_dir: str, plot_path: Optional[str] = None) -> List[str]:
     """Markdown lines: a table of the task's training runs; the curves into ``plot_path``."""
     logs = sorted(glob.glob(os.path.join(work_dir, "logs", "train.*.log")),
-                  key=lambda path: _order(_run_name(path)))
+                  key=lambda path: (run_order(_run_name(path)), path))
     if not logs:
         return [f"### {task}", "", f"no training run in {work_dir} yet", ""]
-    _, label, higher = valid_metric(task)
+    _, label, _ = valid_metric(task)
     runs = {_run_name(path): run_progress(path, task) for path in logs}
     lines = [f"### {task}", "",
              f"| run | updates | best {label} | at update | last | validations since best "
@@ -68,10 +62,7 @@ def task_status(task: str, work_dir: str, plot_path: Optional[str] = None) -> Li
         lines.append("| " + " | ".join(map(str, (model_label(name), run["updates"], *scores,
                                                    state))) + " |")
     lines.append("")
-    stages = {"train": {name: run for name, run in runs.items() if name in ARCHS}}
-    stages.update({f"train:{name}": run for name, run in runs.items() if name.startswith(FRONTIER)})
-    if "uptrained" in runs:
-        stages["uptrain"] = runs["uptrained"]
-    if plot_path and plot_curves(task, {"stages": stages}, plot_path):
+    if plot_path:
+        plot_run_curves(task, runs, plot_path)
         lines += [f"![{task}]({os.path.basename(plot_path)})", ""]
     return lines

@@ -285,12 +285,17 @@ def _pyplot():
 
 
 def plot_curves(name: str, state: Dict, path: str) -> Optional[str]:
-    plt = _pyplot()
-
+    """The training curves of a comparison's trained runs (None before its ``train`` stage)."""
     stages = state["stages"]
     if "train" not in stages:
         return None
-    runs = trained_runs(stages)
+    return plot_run_curves(name, trained_runs(stages), path)
+
+
+def plot_run_curves(name: str, runs: Dict[str, Dict], path: str) -> str:
+    """Training loss and validation score against updates, one line per run (run name ->
+    its ``train_inner`` and ``valid`` records)."""
+    plt = _pyplot()
     key, label, _ = valid_metric(name)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for run, summary in runs.items():
@@ -314,7 +319,8 @@ def plot_curves(name: str, state: Dict, path: str) -> Optional[str]:
 
 
 # -- the efficiency-accuracy frontier ---------------------------------------------------------
-def _run_order(run: str) -> int:
+def run_order(run: str) -> int:
+    """Transformer, Memsizer, frontier runs, uptrained: the order of tables and plots."""
     return (0 if run == "transformer" else 1 if run == "memsizer"
             else 3 if run == "uptrained" else 2)
 
@@ -340,7 +346,7 @@ def frontier_points(task: str, state: Dict) -> List[Dict]:
     valid_key, _, higher = valid_metric(task)
     trained = trained_runs(stages)
     runs = sorted((stage[len(EVALUATE):] for stage in stages if stage.startswith(EVALUATE)),
-                  key=_run_order)
+                  key=run_order)
     points = []
     for run in runs:
         evaluated = stages[EVALUATE + run]
