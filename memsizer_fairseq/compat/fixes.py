@@ -9,6 +9,8 @@
 5. A finished ``fairseq-train`` aborts at exit (``terminate called without an active
    exception``, exit 134) while its data buffer thread is collating batches
    (:func:`stop_data_buffers_at_exit`).
+6. A resumed run forgets ``--patience``'s count and best score, so it stops later than the
+   uninterrupted run, or never (:func:`patience_survives_resume`).
 
 Batch dropping:
 
@@ -26,11 +28,12 @@ import atexit
 import functools
 import inspect
 import queue
+import sys
 import threading
 import weakref
 
 import numpy as np
-from fairseq import search, utils
+from fairseq import search, trainer, utils
 from fairseq.data import data_utils, iterators
 from fairseq.tasks import FairseqTask
 
@@ -223,6 +226,68 @@ def stop_data_buffers_at_exit():
         atexit.register(_stop_live_buffers)
 
 
+PATIENCE_STATE = "memsizer_patience"
+
+
+def _early_stop_checks():
+    """fairseq-train's ``should_stop_early`` in the module it runs from: ``fairseq_cli.train``,
+    or ``__main__`` under ``python -m fairseq_cli.train``."""
+    checks = []
+    for name in ("fairseq_cli.train", "__main__"):
+        check = getattr(sys.modules.get(name), "should_stop_early", None)
+        if getattr(check, "__name__", None) == "should_stop_early" and check not in checks:
+            checks.append(check)
+    return checks
+
+
+def _saving_patience(save_checkpoint):
+    @functools.wraps(save_checkpoint)
+    def save_checkpoint_with_patience(self, filename, extra_state):
+        for check in _early_stop_checks():
+            if hasattr(check, "best"):
+                extra_state = dict(extra_state, **{PATIENCE_STATE: {
+                    "best": float(check.best), "num_runs": int(check.num_runs)}})
+                break
+        return save_checkpoint(self, filename, extra_state)
+
+    save_checkpoint_with_patience.saves_patience = True
+    return save_checkpoint_with_patience
+
+
+def _restoring_patience(load_checkpoint):
+    signature = inspect.signature(load_checkpoint)
+
+    @functools.wraps(load_checkpoint)
+    def load_checkpoint_with_patience(self, *args, **kwargs):
+        extra_state = load_checkpoint(self, *args, **kwargs)
+        given = signature.bind(self, *args, **kwargs)
+        given.apply_defaults()
+        saved = (extra_state or {}).get(PATIENCE_STATE)
+        # fairseq restores its best score under the same condition (checkpoint_utils)
+        if saved and not given.arguments["reset_optimizer"] and not given.arguments["reset_meters"]:
+            for check in _early_stop_checks():
+                check.best, check.num_runs = saved["best"], saved["num_runs"]
+        return extra_state
+
+    return load_checkpoint_with_patience
+
+
+def patience_survives_resume():
+    """Patch ``fairseq.trainer.Trainer.save_checkpoint`` / ``load_checkpoint`` (idempotent).
+
+    ``--patience N`` stops training after N validations without a better score, counting in
+    attributes of ``fairseq_cli.train.should_stop_early`` that live only in the process: a
+    resumed run takes its first validation as the best so far and counts from zero, so it
+    stops later than the uninterrupted run would have (and, resumed often enough, never). Each
+    checkpoint now also holds that best score and count, and loading it to resume (not to fine-
+    tune: ``--reset-optimizer`` or ``--reset-meters``) restores them.
+    """
+    trainer_class = trainer.Trainer
+    if not getattr(trainer_class.save_checkpoint, "saves_patience", False):
+        trainer_class.save_checkpoint = _saving_patience(trainer_class.save_checkpoint)
+        trainer_class.load_checkpoint = _restoring_patience(trainer_class.load_checkpoint)
+
+
 def install():
     """Install every fix (idempotent)."""
     keep_remainder_batches()
@@ -230,3 +295,4 @@ def install():
     replace_unk_from_pairs()
     diverse_beam_search_by_position()
     stop_data_buffers_at_exit()
+    patience_survives_resume()

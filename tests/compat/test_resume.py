@@ -17,6 +17,7 @@ from fairseq_helpers import (
     load_params,
     loaded_updates,
     max_param_diff,
+    run_cli_in_process,
     train_args,
     train_subprocess,
     write_translation_data,
@@ -187,3 +188,38 @@ def test_interrupted_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         checkpoint_utils.torch_persistent_save({"model": {"w": torch.ones(3)}}, str(path))
     monkeypatch.undo()
     assert torch.equal(torch.load(str(path))["model"]["w"], torch.zeros(3))
+
+
+# Validation every 2 updates; a learning rate too small to change any weight, so that no
+# validation after the first is better and --patience 3 stops training at its fourth.
+PATIENT = ["--patience", "3", "--validate-interval-updates", "2", "--save-interval-updates",
+           "2", "--no-epoch-checkpoints", "--lr", "1e-12"]
+
+
+def train_until_stopped(args):
+    """fairseq-train in this process, starting as a new process would (no patience state);
+    returns the updates of its last checkpoint."""
+    from fairseq_cli import train
+
+    for name in ("best", "num_runs"):
+        if hasattr(train.should_stop_early, name):
+            delattr(train.should_stop_early, name)
+    run_cli_in_process("train", args)
+    save_dir = args[args.index("--save-dir") + 1]
+    return updates_in(os.path.join(save_dir, "checkpoint_last.pt"))
+
+
+def updates_in(checkpoint):
+    return torch.load(checkpoint)["optimizer_history"][-1]["num_updates"]
+
+
+def test_a_resumed_run_stops_early_where_the_uninterrupted_run_stops(resume_data, tmp_path):
+    stopped_at = train_until_stopped(
+        train_args(resume_data, str(tmp_path / "whole"), *PATIENT, "--max-update", "100"))
+    assert 4 < stopped_at < 100  # stopped by --patience, after the interruption below
+
+    resumed = train_args(resume_data, str(tmp_path / "resumed"), *PATIENT)
+    assert train_until_stopped([*resumed, "--max-update", "4"]) == 4
+    saved = torch.load(str(tmp_path / "resumed" / "checkpoint_last.pt"))["extra_state"]
+    assert saved["memsizer_patience"]["num_runs"] == 1  # validations at 2 (best) and 4
+    assert train_until_stopped([*resumed, "--max-update", "100"]) == stopped_at
