@@ -262,7 +262,11 @@ def _restoring_patience(load_checkpoint):
         extra_state = load_checkpoint(self, *args, **kwargs)
         given = signature.bind(self, *args, **kwargs)
         given.apply_defaults()
-        saved = (extra_state or {}).get(PATIENCE_STATE)
+        state = extra_state or {}
+        saved = state.get(PATIENCE_STATE)
+        if saved is None and "best" in state:
+            # a checkpoint saved without this fix: fairseq's own best score, the count unknown
+            saved = {"best": state["best"], "num_runs": 0}
         # fairseq restores its best score under the same condition (checkpoint_utils)
         if saved and not given.arguments["reset_optimizer"] and not given.arguments["reset_meters"]:
             for check in _early_stop_checks():
@@ -280,7 +284,8 @@ def patience_survives_resume():
     resumed run takes its first validation as the best so far and counts from zero, so it
     stops later than the uninterrupted run would have (and, resumed often enough, never). Each
     checkpoint now also holds that best score and count, and loading it to resume (not to fine-
-    tune: ``--reset-optimizer`` or ``--reset-meters``) restores them.
+    tune: ``--reset-optimizer`` or ``--reset-meters``) restores them; from a checkpoint saved
+    without them, the best score fairseq keeps is restored and the count starts at zero.
     """
     trainer_class = trainer.Trainer
     if not getattr(trainer_class.save_checkpoint, "saves_patience", False):

@@ -222,4 +222,16 @@ def test_a_resumed_run_stops_early_where_the_uninterrupted_run_stops(resume_data
     assert train_until_stopped([*resumed, "--max-update", "4"]) == 4
     saved = torch.load(str(tmp_path / "resumed" / "checkpoint_last.pt"))["extra_state"]
     assert saved["memsizer_patience"]["num_runs"] == 1  # validations at 2 (best) and 4
+    checkpoint_at_4 = tmp_path / "resumed" / "checkpoint_4.pt"
+    shutil.copy(tmp_path / "resumed" / "checkpoint_last.pt", checkpoint_at_4)
     assert train_until_stopped([*resumed, "--max-update", "100"]) == stopped_at
+
+    # a checkpoint without the count: fairseq's best score is kept, the count starts afresh
+    state = torch.load(str(checkpoint_at_4))
+    del state["extra_state"]["memsizer_patience"]
+    older = tmp_path / "older"
+    older.mkdir()
+    torch.save(state, older / "checkpoint_last.pt")
+    assert train_until_stopped(
+        [*train_args(resume_data, str(older), *PATIENT), "--max-update", "100"]
+    ) == stopped_at + 2
