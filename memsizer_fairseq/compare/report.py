@@ -130,7 +130,8 @@ def results_table(states: Dict[str, Dict]) -> List[str]:
 
 def setup_table(states: Dict[str, Dict]) -> List[str]:
     lines = ["| task | train / valid / test (lines; sentencepiece tokens of the train source) | "
-             "updates | parameters: Transformer / Memsizer | training time, side by side: "
+             "updates (Transformer / Memsizer where they differ) | parameters: Transformer / "
+             "Memsizer | training time, side by side: "
              "Transformer / Memsizer (threads each) |",
              "|---|---|---|---|---|"]
     for name, state in states.items():
@@ -139,9 +140,12 @@ def setup_table(states: Dict[str, Dict]) -> List[str]:
             continue
         d, tr = stages["data"], stages["train"]
         t, m = tr["transformer"], tr["memsizer"]
+        # runs stopped early (--patience) end at updates of their own
+        updates = (f"{m['updates']}" if t["updates"] == m["updates"]
+                   else f"{t['updates']} / {m['updates']}")
         lines.append(
             f"| {name} | {d['train_lines']:,} / {d['valid_lines']:,} / {d['test_lines']:,}; "
-            f"{d['train_tokens']:,} | {m['updates']} | {t['parameters']:,} / "
+            f"{d['train_tokens']:,} | {updates} | {t['parameters']:,} / "
             f"{m['parameters']:,} | {t['wall_seconds'] / 60:.1f} / "
             f"{m['wall_seconds'] / 60:.1f} min ({t['threads']}) |")
     return lines

@@ -12,7 +12,7 @@ import torch
 
 from memsizer_fairseq.toolkit.fairseq_cli import REPO_ROOT as ROOT
 from memsizer_fairseq.toolkit import fairseq_cli
-from memsizer_fairseq.compare.report import uptraining_summary
+from memsizer_fairseq.compare.report import setup_table, uptraining_summary
 from memsizer_fairseq.toolkit.fairseq_output import read_records, training_wall_seconds
 from memsizer_fairseq.compare.state_size import decoding_state
 from memsizer_fairseq.uptrain import convert_state, load_checkpoint
@@ -189,6 +189,18 @@ def test_uptraining_perplexity_target_is_within_5_percent():
     summary = uptraining_summary("language_modeling", state)
     assert summary["threshold"] == pytest.approx(21.0)
     assert summary["first_update"] == 20  # 21.6 is 8% above the Transformer's 20.0
+
+
+def test_set_up_table_gives_each_run_its_updates_when_they_stopped_apart():
+    def stages(t_updates, m_updates):
+        run = {"parameters": 10, "wall_seconds": 60.0, "threads": 1}
+        return {"stages": {
+            "data": {"train_lines": 5, "valid_lines": 2, "test_lines": 2, "train_tokens": 50},
+            "train": {"transformer": dict(run, updates=t_updates),
+                      "memsizer": dict(run, updates=m_updates)}}}
+
+    assert "; 50 | 1200 | 10 / 10 |" in setup_table({"translation": stages(1200, 1200)})[2]
+    assert "; 50 | 7296 / 2400 | 10 / 10 |" in setup_table({"translation": stages(7296, 2400)})[2]
 
 
 def test_training_time_adds_the_sessions_of_a_resumed_run():
