@@ -73,7 +73,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--train-args", default="",
                         help="extra fairseq-train flags for every model (Transformer, Memsizer, "
                              "frontier, fine-tuning), e.g. a smaller model and '--patience 4' "
-                             "for a plateau study; a work directory keeps the ones it began with")
+                             "for a plateau study; a work directory keeps the ones it began with, "
+                             "except that a larger --patience trains stopped runs on")
     parser.add_argument("--memsizer-args", default="",
                         help="extra fairseq-train flags for the Memsizer model only, e.g. "
                              "'--causal-proj-dim 8 --q-init-scale 4'")

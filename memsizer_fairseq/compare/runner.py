@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..toolkit import fairseq_cli, fairseq_output, sentencepiece
 from ..toolkit.flags import Args, merge_args, render_args
@@ -46,6 +46,26 @@ def _difference(key: str, before, now) -> str:
                         for flag in sorted(set(before) | set(now))
                         if before.get(flag) != now.get(flag))
     return f"other {key} than this version's ({changed})"
+
+
+def _patience(args: Sequence[str]) -> Tuple[Optional[int], List[str]]:
+    """``--patience N`` among fairseq-train flags (None: not given, fairseq's default: no early
+    stop) and the other flags."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--patience", type=int)
+    known, rest = parser.parse_known_args(list(args))
+    return known.patience, rest
+
+
+def raised_patience(before: Sequence[str], now: Sequence[str]) -> Optional[Tuple[int, str]]:
+    """``(old, new)`` when ``now`` differs from ``before`` only by a larger ``--patience`` (or
+    none, which never stops early); None otherwise."""
+    (old, rest_before), (new, rest_now) = _patience(before), _patience(now)
+    if old is None or old <= 0 or rest_before != rest_now or old == new:
+        return None
+    if new is None or new <= 0:
+        return old, "none"
+    return (old, str(new)) if new > old else None
 
 
 def memsizer_overrides(args: Sequence[str]) -> Dict:
@@ -145,6 +165,14 @@ class Comparison:
             state["stages"] = {k: v for k, v in state["stages"].items() if k == "data"}
             self._forget_uptraining()
             before = dict(before, max_update=now["max_update"], uptrain_updates=None)
+        patience = raised_patience(before["train_args"], now["train_args"])
+        if patience:
+            # runs stopped early train on from checkpoint_last.pt, which keeps the patience count
+            print(f"[{self.task.name}] --patience {patience[0]} -> {patience[1]}: training "
+                  f"resumes; the measurements after it are redone", file=self.out)
+            state["stages"] = {k: v for k, v in state["stages"].items() if k == "data"}
+            self._forget_uptraining()
+            before = dict(before, train_args=now["train_args"], uptrain_updates=None)
         if (before.get("uptrain_updates") and now["uptrain_updates"]
                 and now["uptrain_updates"] > before["uptrain_updates"]):
             print(f"[{self.task.name}] --uptrain-updates {before['uptrain_updates']} -> "
@@ -360,7 +388,7 @@ class Comparison:
         bar = tqdm(total=run.max_update, desc=f"{self.task.name}: {run.name}", unit="upd",
                    position=position, file=self.out, disable=not self.progress, leave=True)
         with open(run.log_path, "a", encoding="utf-8") as log:
-            log.write(f"$ fairseq-train {' '.join(run.args)}\n")
+            log.write(f"$ fairseq-train {shlex.join(run.args)}\n")
 
             def on_line(line: str):
                 log.write(line + "\n")

@@ -473,3 +473,32 @@ def test_train_args_reach_every_run_and_a_work_dir_keeps_them(tmp_path):
     comparison._save_state()
     with pytest.raises(ValueError, match="train_args"):
         Comparison(TRANSLATION, str(tmp_path), tiny=True, train_args=["--patience", "5"])
+
+
+def test_a_larger_patience_resumes_training_and_redoes_the_measurements(tmp_path):
+    import io
+
+    from memsizer_fairseq.compare.runner import Comparison, raised_patience
+    from memsizer_fairseq.compare.settings import TRANSLATION
+
+    size = ["--encoder-embed-dim", "32"]
+    first = Comparison(TRANSLATION, str(tmp_path), tiny=True, train_args=[*size, "--patience", "3"])
+    first.state["stages"] = {"data": {"train_lines": 5}, "train": {"memsizer": {"updates": 40}},
+                             "evaluate:memsizer": {"sacrebleu": 1.0}}
+    first._save_state()
+    # a smaller patience, or another change beside a larger one, is refused
+    for train_args in ([*size, "--patience", "2"],
+                       ["--encoder-embed-dim", "64", "--patience", "6"]):
+        with pytest.raises(ValueError, match="train_args"):
+            Comparison(TRANSLATION, str(tmp_path), tiny=True, train_args=train_args)
+    out = io.StringIO()
+    larger = Comparison(TRANSLATION, str(tmp_path), tiny=True,
+                        train_args=[*size, "--patience", "6"], out=out)
+    assert "--patience 3 -> 6: training resumes" in out.getvalue()
+    assert set(larger.state["stages"]) == {"data"}  # trained on, then measured again
+    assert larger.state["settings"]["train_args"] == [*size, "--patience", "6"]
+
+    assert raised_patience(["--patience", "5"], ["--patience", "10"]) == (5, "10")
+    assert raised_patience(["--patience", "5", "--lr", "1"], ["--lr", "1"]) == (5, "none")
+    assert raised_patience(["--patience", "5"], ["--patience", "4"]) is None
+    assert raised_patience(["--lr", "1"], ["--lr", "1", "--patience", "4"]) is None
