@@ -28,6 +28,10 @@ def test_a_run_reports_its_best_last_and_validations_since_the_best(tmp_path):
     run = run_progress(str(log), "translation")
     assert (run["updates"], run["best"], run["best_at"], run["last"]) == (600, 3.5, 300, 2.5)
     assert run["since_best"] == 2 and run["early_stop"] and run["finished"]
+    # resumed with a larger --patience: the latest session counts
+    log.write_text(log.read_text() + "$ fairseq-train data --patience 5\n")
+    run = run_progress(str(log), "translation")
+    assert not run["early_stop"] and not run["finished"]
     # perplexity: lower is better
     run = run_progress(str(log), "language_modeling")
     assert "best" not in run  # no perplexity in these records
