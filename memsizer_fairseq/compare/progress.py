@@ -14,8 +14,6 @@ from ..toolkit import fairseq_output
 from .report import model_label, plot_run_curves, run_order, valid_metric
 
 _EARLY_STOP = re.compile(r"early stop since valid performance hasn't improved for last (\d+) runs")
-_DONE = "done training in"
-_SESSION = "$ fairseq-train"  # the line the comparison writes before each session's output
 
 
 def run_progress(log_path: str, task: str) -> Dict:
@@ -28,10 +26,11 @@ def run_progress(log_path: str, task: str) -> Dict:
     updates = max([int(r["num_updates"]) for r in records["train_inner"] + records["valid"]],
                   default=0)
     # how the latest session ended: a run stopped early may have been resumed since
-    latest = text[max(text.rfind(_SESSION), 0):]
+    latest = (fairseq_output.sessions(text) or [text])[-1]
     progress = {"updates": updates, "valid": records["valid"],
                 "train_inner": records["train_inner"],
-                "early_stop": bool(_EARLY_STOP.search(latest)), "finished": _DONE in latest}
+                "early_stop": bool(_EARLY_STOP.search(latest)),
+                "finished": fairseq_output.finished(latest)}
     if valid:
         pick = max if higher else min
         best = pick(valid, key=lambda r: r[key])

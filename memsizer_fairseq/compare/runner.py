@@ -160,18 +160,12 @@ class Comparison:
         if before.get("max_update") and now["max_update"] > before["max_update"]:
             # train longer: fairseq-train resumes from checkpoint_last.pt (inverse_sqrt does not
             # depend on --max-update, so this equals a run with the larger budget from the start)
-            print(f"[{self.task.name}] --max-update {before['max_update']} -> {now['max_update']}"
-                  f": training resumes; the measurements after it are redone", file=self.out)
-            state["stages"] = {k: v for k, v in state["stages"].items() if k == "data"}
-            self._forget_uptraining()
+            self._train_on(state, f"--max-update {before['max_update']} -> {now['max_update']}")
             before = dict(before, max_update=now["max_update"], uptrain_updates=None)
         patience = raised_patience(before["train_args"], now["train_args"])
         if patience:
             # runs stopped early train on from checkpoint_last.pt, which keeps the patience count
-            print(f"[{self.task.name}] --patience {patience[0]} -> {patience[1]}: training "
-                  f"resumes; the measurements after it are redone", file=self.out)
-            state["stages"] = {k: v for k, v in state["stages"].items() if k == "data"}
-            self._forget_uptraining()
+            self._train_on(state, f"--patience {patience[0]} -> {patience[1]}")
             before = dict(before, train_args=now["train_args"], uptrain_updates=None)
         if (before.get("uptrain_updates") and now["uptrain_updates"]
                 and now["uptrain_updates"] > before["uptrain_updates"]):
@@ -190,6 +184,14 @@ class Comparison:
                 f"another --work-dir (or --restart)")
         state["settings"] = {**before, **{k: v for k, v in now.items() if v is not None}}
         return state
+
+    def _train_on(self, state: Dict, change: str):
+        """Training resumes from the runs' last checkpoints: forget every stage but the data
+        and start the fine-tuning over (it starts from the Transformer, which trains on)."""
+        print(f"[{self.task.name}] {change}: training resumes; the measurements after it are "
+              "redone", file=self.out)
+        state["stages"] = {k: v for k, v in state["stages"].items() if k == "data"}
+        self._forget_uptraining()
 
     def _add_frontier(self, state: Dict) -> Dict[str, List[str]]:
         """The work directory's trained frontier configurations with this run's added. A name
@@ -388,7 +390,7 @@ class Comparison:
         bar = tqdm(total=run.max_update, desc=f"{self.task.name}: {run.name}", unit="upd",
                    position=position, file=self.out, disable=not self.progress, leave=True)
         with open(run.log_path, "a", encoding="utf-8") as log:
-            log.write(f"$ fairseq-train {shlex.join(run.args)}\n")
+            log.write(f"{fairseq_output.SESSION_HEADER} {shlex.join(run.args)}\n")
 
             def on_line(line: str):
                 log.write(line + "\n")

@@ -16,6 +16,8 @@ _REFERENCE = re.compile(r"^T-(\d+)\t(.*)$", re.MULTILINE)
 _LM_SCORE = re.compile(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)")
 _PARAMS = re.compile(r"num\. (?:shared )?model params: ([\d,]+)")
 _DONE = re.compile(r"done training in ([\d.]+) seconds")
+# the line written before each fairseq-train session's output in a log that resumed runs append to
+SESSION_HEADER = "$ fairseq-train"
 _JSON_RECORD = re.compile(r"\| (train_inner|train|valid) \| (\{.*\})\s*$")
 
 
@@ -134,12 +136,22 @@ def read_records(log_path: str) -> Dict[str, List[Dict]]:
     return {kind: [by_update[u] for u in sorted(by_update)] for kind, by_update in records.items()}
 
 
+def sessions(log_text: str) -> List[str]:
+    """The fairseq-train sessions of a log, each from its ``SESSION_HEADER`` line on."""
+    return log_text.split(SESSION_HEADER)[1:]
+
+
+def finished(session: str) -> bool:
+    """Whether a fairseq-train session reached its end ("done training in ...")."""
+    return _DONE.search(session) is not None
+
+
 def training_wall_seconds(log_text: str) -> float:
     """Training time summed over the fairseq-train sessions of a log (a resumed run starts a new
     session): fairseq's "done training in" for a finished session, else its wall clock at the
     last record before it was stopped."""
     total = 0.0
-    for session in log_text.split("$ fairseq-train")[1:]:
+    for session in sessions(log_text):
         done = _DONE.search(session)
         if done:
             total += float(done.group(1))
