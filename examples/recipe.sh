@@ -9,4 +9,4 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 TASK="$1"
 shift
-exec "$VENV/bin/python" -m memsizer_fairseq.recipes --task "$TASK" "$@"
+exec "$VENV/bin/python" -m memsizer_fairseq.tools.recipes --task "$TASK" "$@"

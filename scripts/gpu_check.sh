@@ -10,7 +10,7 @@
 #      OUTDIR/{fp16,bf16}/benchmark.{json,md} and PNGs;
 # then prints a summary. About 8 minutes on one GPU. Without a CUDA device it says so and exits 0.
 # Peak memory with each configuration in a fresh process is a separate, longer command:
-#   python -m memsizer_fairseq.benchmark.training_memory --device cuda --dtype bf16 ...
+#   python -m memsizer_fairseq.tools.benchmark.training_memory --device cuda --dtype bf16 ...
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${1:?usage: bash scripts/gpu_check.sh OUTDIR}"
@@ -28,7 +28,7 @@ status=0
 "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider -m cuda 2>&1 | tee "$OUT/cuda_tests.txt" \
     || status=1
 for dtype in fp16 bf16; do
-    "$PY" -m memsizer_fairseq.benchmark --device cuda --dtype "$dtype" --out "$OUT/$dtype" \
+    "$PY" -m memsizer_fairseq.tools.benchmark --device cuda --dtype "$dtype" --out "$OUT/$dtype" \
         --train-lengths 512,1024,2048,4096,8192,16384 2>&1 | tail -n 40 | tee "$OUT/$dtype.txt" \
         || status=1
 done

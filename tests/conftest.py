@@ -23,8 +23,8 @@ def _deterministic():
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A Memsizer translation model trained on the toy task: (data-bin, save dir, root)."""
-    from memsizer_fairseq.toolkit import fairseq_cli
-    from memsizer_fairseq.toolkit.toy_data import write_toy_translation
+    from memsizer_fairseq.tools.toolkit import fairseq_cli
+    from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation
 
     root = tmp_path_factory.mktemp("cli")
     prefixes = write_toy_translation(
@@ -46,7 +46,7 @@ def trained(tmp_path_factory):
 def toy_checkpoints(trained):
     """Checkpoints on the toy task's dictionary: the Memsizer model above, a Transformer and a
     ``memsizer_lm`` trained on the target side (for shallow fusion); short runs."""
-    from memsizer_fairseq.toolkit import fairseq_cli
+    from memsizer_fairseq.tools.toolkit import fairseq_cli
 
     data, save_dir, root = trained
     transformer = str(root / "transformer")

@@ -13,8 +13,8 @@ import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, fairseq_command
-from memsizer_fairseq.toolkit.toy_data import write_toy_translation
+from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, fairseq_command
+from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation
 
 # The toy translation models shared by the end-to-end tests (trained once per session in
 # conftest.py).

@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from memsizer_fairseq.toolkit import fairseq_cli
+from memsizer_fairseq.tools.toolkit import fairseq_cli
 from memsizer_fairseq.modules.causal_read import chunked_causal_read, quadratic_causal_read
-from memsizer_fairseq.toolkit.toy_data import write_toy_translation
+from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation
 from builders import REL_TOL, module, relative_error, step_through
 
 pytestmark = [

@@ -7,4 +7,4 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="$(bash "$ROOT/scripts/setup_venv.sh")"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec "$VENV/bin/python" -m memsizer_fairseq.compare "$@"
+exec "$VENV/bin/python" -m memsizer_fairseq.tools.compare "$@"

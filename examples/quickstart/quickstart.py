@@ -17,9 +17,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from memsizer_fairseq.compare.state_size import decoding_profile  # noqa: E402
-from memsizer_fairseq.toolkit import fairseq_cli  # noqa: E402
-from memsizer_fairseq.toolkit.toy_data import write_toy_translation  # noqa: E402
+from memsizer_fairseq.tools.compare.state_size import decoding_profile  # noqa: E402
+from memsizer_fairseq.tools.toolkit import fairseq_cli  # noqa: E402
+from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation  # noqa: E402
 
 MODEL_SIZE = [
     "--encoder-layers", "2", "--decoder-layers", "2",

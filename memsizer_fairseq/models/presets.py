@@ -3,8 +3,8 @@
 Each :class:`Preset` names a Memsizer architecture, the values it fills when they are unset (in
 order: the first mapping that sets a value wins) and the fairseq preset it runs afterwards, which
 fills the Transformer sizes the same way. The model modules register the presets of their task
-with :func:`register_presets`; uptraining (:mod:`memsizer_fairseq.uptrain`) reads from the same
-table which Memsizer architecture a fairseq Transformer checkpoint becomes
+with :func:`register_presets`; uptraining (:mod:`memsizer_fairseq.tools.uptrain`) reads from
+the same table which Memsizer architecture a fairseq Transformer checkpoint becomes
 (:func:`uptrain_arch_map`).
 """
 from dataclasses import dataclass

@@ -8,7 +8,7 @@ import torch
 from fairseq import checkpoint_utils
 
 import memsizer_fairseq  # noqa: F401  (installs the allowlist)
-from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, fairseq_command
+from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, fairseq_command
 
 
 class RunsCode:

@@ -17,7 +17,7 @@ import random
 import socket
 import subprocess
 
-from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, fairseq_command
+from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, fairseq_command
 from fairseq_helpers import (
     child_env,
     load_params,

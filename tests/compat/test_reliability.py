@@ -20,7 +20,7 @@ from fairseq_helpers import build_translation_model, write_dicts
 from memsizer_fairseq.compat import checkpoint_safety
 from memsizer_fairseq.models.checkpoint_mismatch import CheckpointMismatchError
 from memsizer_fairseq.models.memsizer_transformer import MemsizerTransformerModel
-from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, fairseq_command
+from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, fairseq_command
 from fairseq_helpers import (
     TINY_MT,
     TINY_TRAIN,

@@ -22,7 +22,7 @@ from fairseq_helpers import (
     train_subprocess,
     write_translation_data,
 )
-from memsizer_fairseq.toolkit.fairseq_cli import fairseq_command
+from memsizer_fairseq.tools.toolkit.fairseq_cli import fairseq_command
 
 _STAT = r"\| {name} \| epoch (\d+) \|.*? loss ([\d.]+)"
 

@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from memsizer_fairseq.toolkit import fairseq_cli
-from memsizer_fairseq.benchmark.alignment import accuracy, hard_alignments
-from memsizer_fairseq.toolkit.toy_data import read_alignments
+from memsizer_fairseq.tools.toolkit import fairseq_cli
+from memsizer_fairseq.tools.benchmark.alignment import accuracy, hard_alignments
+from memsizer_fairseq.tools.toolkit.toy_data import read_alignments
 from fairseq_helpers import TOY_MODEL, TOY_TRAIN, run_in_process
 
 BLEU_FLOOR = 40.0

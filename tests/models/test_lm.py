@@ -18,7 +18,7 @@ from memsizer_fairseq.modules.causal_read import (
     chunked_causal_read,
     quadratic_causal_read,
 )
-from memsizer_fairseq.toolkit.fairseq_cli import USER_DIR, run_fairseq
+from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, run_fairseq
 from builders import make_dictionary, make_lm, random_tokens
 from reference import reference_attention
 

@@ -10,8 +10,8 @@ import memsizer_fairseq  # noqa: F401
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from memsizer_fairseq import recipes
-from memsizer_fairseq.toolkit import fairseq_cli
+from memsizer_fairseq.tools import recipes
+from memsizer_fairseq.tools.toolkit import fairseq_cli
 from memsizer_fairseq.scoring.rouge import RougeF1
 
 ROUGE_LINE = re.compile(

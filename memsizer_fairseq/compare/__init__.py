@@ -1,1 +1,0 @@
-"""Memsizer against the Transformer on real corpora: ``python -m memsizer_fairseq.compare``."""

@@ -1,0 +1,128 @@
+"""``python -m memsizer_fairseq.tools.benchmark.alignment``: how well attention weights align words.
+
+Trains a Transformer, a Memsizer model (the paper's setting) and Memsizer with softmax
+cross-attention on the built-in toy translation task (:mod:`..toolkit.toy_data`:
+word by word, adjectives moved after their noun, so every target word has one known source
+word), with the same flags and batches. Each model then scores the test references with
+``fairseq-generate --score-reference --print-alignment hard`` (the last decoder layer's
+cross-attention weights, averaged over heads, as fairseq extracts them) and beam-searches them
+with ``--print-alignment hard``. Reported per model: the share of target words whose aligned
+source word is the true one (references; and hypotheses equal to their reference), and the
+beam-search BLEU. Memsizer's weights are the implicit ones of its read,
+``w_tj = n^(-1/2) a(z_t) . l_j``.
+"""
+import json
+import os
+from typing import Dict, List, Optional, Sequence
+
+from ..toolkit import fairseq_cli, fairseq_output
+from . import arguments
+from ..toolkit.toy_data import read_alignments, write_toy_translation
+
+MODELS = {
+    "transformer": ["--arch", "transformer_tiny"],
+    "memsizer": ["--arch", "memsizer_transformer_tiny"],
+    "memsizer-softmax-cross": ["--arch", "memsizer_transformer_tiny",
+                               "--cross-attention", "softmax"],
+}
+SHARED = [
+    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64", "--encoder-ffn-embed-dim", "128",
+    "--decoder-ffn-embed-dim", "128", "--share-all-embeddings",
+    "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3",
+    "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "60",
+    "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--dropout", "0.1", "--max-tokens", "2048", "--seed", "3", "--cpu", "--num-workers", "0",
+    "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50",
+]
+SIZES = {"train": 4000, "valid": 100, "test": 200}
+
+
+def hard_alignments(output: str) -> Dict[int, set]:
+    """``A-`` lines of fairseq-generate: sample id -> {(source word, target word)}."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("A-"):
+            sample, _, links = line.partition("\t")
+            found[int(sample[2:])] = {tuple(map(int, link.split("-"))) for link in links.split()}
+    return found
+
+
+def _matches(output: str) -> Dict[int, bool]:
+    """sample id -> hypothesis equals its reference."""
+    targets, hypotheses = {}, {}
+    for line in output.splitlines():
+        tag, _, rest = line.partition("-")
+        if tag in ("T", "H") and "\t" in rest:
+            sample, *fields = rest.split("\t")
+            (targets if tag == "T" else hypotheses)[int(sample)] = fields[-1]
+    return {i: hypotheses.get(i) == t for i, t in targets.items()}
+
+
+def accuracy(found: Dict[int, set], truth: List[set], samples: Optional[Sequence[int]] = None):
+    """Share of the true links found (each target word has exactly one true source word)."""
+    samples = sorted(found) if samples is None else samples
+    total = sum(len(truth[i]) for i in samples)
+    hits = sum(len(found[i] & truth[i]) for i in samples)
+    return hits / total if total else None
+
+
+def measure(work_dir: str, updates: int = 350, seed: int = 5) -> List[Dict]:
+    prefixes = write_toy_translation(os.path.join(work_dir, "raw"), SIZES, seed=seed)
+    data = os.path.join(work_dir, "bin")
+    if not os.path.exists(os.path.join(data, "dict.src.txt")):
+        fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
+    truth = read_alignments(prefixes["test"] + ".align")
+    rows = []
+    for name, flags in MODELS.items():
+        save_dir = os.path.join(work_dir, name)
+        fairseq_cli.run_fairseq("train", [data, "--user-dir", fairseq_cli.USER_DIR, *flags, *SHARED,
+                                       "--max-update", updates, "--save-dir", save_dir],
+                             os.path.join(work_dir, f"train.{name}.log"))
+        common = [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
+                  os.path.join(save_dir, "checkpoint_last.pt"), "--beam", "4", "--cpu",
+                  "--batch-size", "64", "--print-alignment", "hard"]
+        scored = fairseq_cli.run_fairseq("generate", common + ["--score-reference"])
+        searched = fairseq_cli.run_fairseq("generate", common)
+        equal = [i for i, same in _matches(searched).items() if same]
+        rows.append({
+            "model": name,
+            "reference_alignment_accuracy": accuracy(hard_alignments(scored), truth),
+            "hypothesis_alignment_accuracy": accuracy(hard_alignments(searched), truth, equal),
+            "hypotheses_equal_to_reference": len(equal),
+            "bleu": fairseq_output.parse_generation(searched).bleu,
+        })
+    return rows
+
+
+def render(rows: List[Dict], sentences: int) -> str:
+    lines = ["| model | aligned to the true source word (references) | (hypotheses = reference) "
+             "| BLEU |", "|---|---|---|---|"]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {100 * row['reference_alignment_accuracy']:.1f}% | "
+            f"{100 * row['hypothesis_alignment_accuracy']:.1f}% "
+            f"({row['hypotheses_equal_to_reference']} of {sentences}) | {row['bleu']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None):
+    parser = arguments.ArgumentParser(prog="python -m memsizer_fairseq.tools.benchmark.alignment",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--work-dir", default="alignment-work",
+                        help="folder for the data, checkpoints and logs (created)")
+    parser.add_argument("--updates", type=arguments.positive_int, default=350,
+                        help="training updates per model")
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    args = parser.parse_args(argv)
+    arguments.check_output_folder(parser, "--work-dir", args.work_dir)
+    if args.json:
+        arguments.check_output_file(parser, "--json", args.json)
+    rows = measure(args.work_dir, args.updates)
+    print(render(rows, SIZES["test"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,2 @@
+"""Memsizer against the Transformer on real corpora:
+``python -m memsizer_fairseq.tools.compare``."""

@@ -1,0 +1,286 @@
+"""Turn a trained fairseq Transformer checkpoint into a Memsizer checkpoint ("uptraining").
+
+    python -m memsizer_fairseq.tools.uptrain TRANSFORMER.pt MEMSIZER.pt [--attention-init svd|paper]
+        [--causal-proj-dim K] [--cross-proj-dim K] [--q-init-scale S] [--kv-init-scale S]
+        [--encoder-use-memsizer] [--seed N]
+
+then fine-tune it with the usual command and ``--finetune-from-model MEMSIZER.pt`` (same width and
+depth flags as the Transformer, ``--arch`` the printed Memsizer architecture).
+
+``transformer*`` checkpoints become ``memsizer_transformer*`` and ``transformer_lm*`` become
+``memsizer_lm*``. Every tensor of the Transformer that the Memsizer model also has is copied
+unchanged: embeddings, positional embeddings, feed-forward blocks, layer norms, the output
+projection and every attention layer that stays softmax attention (by default the whole encoder).
+Each attention layer that becomes Memsizer attention gets:
+
+* ``W_r`` (its values) = ``W_o W_v``, the Transformer's value and output projections composed,
+  with bias ``W_o b_v + b_o``. Softmax attention outputs ``W_o sum_j p_j (W_v y_j + b_v) + b_o``;
+  Memsizer outputs ``sum_j w_j LN(W_r y_j)`` with no output projection, so this is the one linear
+  map that carries a source position's value to the output in both.
+* ``Phi`` and ``W_l`` (its slot logits and keys): with ``--attention-init svd`` (the default),
+  the best rank-k approximation of the attention's bilinear form
+  ``W_q^T W_k / sqrt(d_head) = U S V^T``: ``W_l = S_k^(1/2) V_k^T`` and every head's block of
+  ``Phi`` = ``S_k^(1/2) U_k^T`` plus the paper's random initialisation (without it all heads would
+  stay identical: the mean of identical softmaxes gets identical gradients); the query and key
+  biases have no counterpart and are dropped. With ``paper`` they keep the paper's
+  initialisation.
+* the two layer norms of Memsizer start at the identity (weight 1, bias 0).
+"""
+import argparse
+import copy
+import os
+import pickle
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..models.presets import uptrain_arch_map
+
+# The Memsizer preset that extends each fairseq Transformer architecture (fairseq's names as keys).
+ARCH_MAP = uptrain_arch_map()
+MEMSIZER_OWN = ("q_proj", "l_proj", "r_proj", "l_norm", "r_norm")
+ATTENTION_INITS = ("svd", "paper")
+
+
+class ConversionError(ValueError):
+    """The checkpoint cannot be converted; the message says why."""
+
+
+def memsizer_arch(arch: str) -> str:
+    if arch not in ARCH_MAP:
+        raise ConversionError(
+            f"the checkpoint's --arch is {arch!r}; uptraining converts fairseq's Transformer "
+            f"architectures: {', '.join(sorted(ARCH_MAP))}")
+    return ARCH_MAP[arch]
+
+
+def _model_args(state, overrides: Dict) -> argparse.Namespace:
+    """The Memsizer model's args: the Transformer's, the Memsizer arch, the overrides."""
+    cfg = state.get("cfg")
+    model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
+    if model_cfg is None and state.get("args") is not None:  # pre-hydra checkpoints
+        model_cfg = state["args"]
+    if model_cfg is None:
+        raise ConversionError("the checkpoint holds no model configuration (cfg.model / args)")
+    values = dict(vars(model_cfg) if isinstance(model_cfg, argparse.Namespace) else model_cfg)
+    for key, value in list(values.items()):
+        if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+            group, _, name = value[2:-1].partition(".")  # e.g. ${task.tokens_per_sample}
+            source = (cfg or {}).get(group) or {}
+            source = vars(source) if isinstance(source, argparse.Namespace) else source
+            if name in source:
+                values[key] = source[name]
+            else:
+                del values[key]
+    arch = values.get("arch") or values.get("_name")
+    new_arch = memsizer_arch(arch)
+    values.update(arch=new_arch, _name=new_arch)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return argparse.Namespace(**values)
+
+
+def _dictionary(size: int, pad_index: int = 1):
+    """A fairseq dictionary of ``size`` entries (only its length and pad index shape a model)."""
+    from fairseq.data import Dictionary
+
+    dictionary = Dictionary()
+    if dictionary.pad() != pad_index:
+        raise ConversionError(f"unexpected padding index {pad_index}")
+    for i in range(size - len(dictionary)):
+        dictionary.add_symbol(f"<uptrain-placeholder-{i}>")
+    return dictionary
+
+
+def _vocab_sizes(model_state: Dict[str, torch.Tensor], is_lm: bool) -> Tuple[int, int]:
+    if is_lm:
+        key = "decoder.embed_tokens.weight"
+        if key not in model_state:
+            raise ConversionError(
+                "only language models with a plain embedding table can be converted "
+                "(adaptive input / character embeddings: not supported)")
+        size = model_state[key].shape[0]
+        return size, size
+    return (model_state["encoder.embed_tokens.weight"].shape[0],
+            model_state["decoder.embed_tokens.weight"].shape[0])
+
+
+def build_memsizer_model(args: argparse.Namespace, src_size: int, tgt_size: int, seed: int):
+    """The Memsizer model with the paper's initialisation (seeded) for ``args``."""
+    import memsizer_fairseq  # noqa: F401  (registers the architectures)
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    model_cls = ARCH_MODEL_REGISTRY[args.arch]
+    src_dict, tgt_dict = _dictionary(src_size), _dictionary(tgt_size)
+    task = argparse.Namespace(source_dictionary=src_dict, target_dictionary=tgt_dict,
+                              dictionary=tgt_dict)
+    torch.manual_seed(seed)
+    return model_cls.build_model(args, task)
+
+
+def memsizer_attention_prefixes(model) -> List[str]:
+    from ..modules import MemsizerAttention
+
+    return [name for name, module in model.named_modules() if isinstance(module, MemsizerAttention)]
+
+
+def _attention_inits(old: Dict[str, torch.Tensor], prefix: str, attention, mode: str
+                     ) -> Dict[str, torch.Tensor]:
+    """Memsizer parameters of one converted attention layer (see the module docstring)."""
+    p = prefix + "."
+    w_q, w_k = old[p + "q_proj.weight"].double(), old[p + "k_proj.weight"].double()
+    w_v, b_v = old[p + "v_proj.weight"].double(), old[p + "v_proj.bias"].double()
+    w_o, b_o = old[p + "out_proj.weight"].double(), old[p + "out_proj.bias"].double()
+    new = {name: tensor.detach().clone() for name, tensor in attention.state_dict().items()}
+    dtype = new["r_proj.weight"].dtype
+    new["r_proj.weight"] = (w_o @ w_v).to(dtype)
+    new["r_proj.bias"] = (w_o @ b_v + b_o).to(dtype)
+    if mode == "svd":
+        k, heads = attention.num_slots, attention.num_heads
+        head_dim = w_q.shape[0] // heads
+        bilinear = w_q.t() @ w_k / head_dim ** 0.5  # d_query x d_key
+        u, s, vh = torch.linalg.svd(bilinear, full_matrices=False)
+        rank = min(k, s.numel())
+        root = s[:rank].sqrt()
+        phi = torch.zeros(k, w_q.shape[1], dtype=torch.float64)
+        w_l = torch.zeros(k, w_k.shape[1], dtype=torch.float64)
+        phi[:rank] = root[:, None] * u[:, :rank].t()
+        w_l[:rank] = root[:, None] * vh[:rank]
+        new["q_proj.weight"] = (new["q_proj.weight"].double() + phi.repeat(heads, 1)).to(dtype)
+        new["l_proj.weight"] = w_l.to(dtype)
+    return {p + name: tensor for name, tensor in new.items()}
+
+
+def convert_state(state: Dict, overrides: Optional[Dict] = None, attention_init: str = "svd",
+                  seed: int = 1) -> Tuple[Dict, Dict[str, List[str]]]:
+    """The converted checkpoint and a report: ``copied``, ``initialised`` and ``dropped`` keys."""
+    if attention_init not in ATTENTION_INITS:
+        raise ConversionError(f"--attention-init must be one of {ATTENTION_INITS}")
+    args = _model_args(state, overrides or {})
+    old = state["model"]
+    is_lm = args.arch.startswith("memsizer_lm")
+    normalize_before = getattr(args, "decoder_normalize_before", None)
+    model = build_memsizer_model(args, *_vocab_sizes(old, is_lm), seed=seed)
+    if is_lm and normalize_before is False:
+        # fairseq's base_lm_architecture (which every memsizer_lm preset runs) forces pre-norm
+        raise ConversionError(
+            "the checkpoint's language model is post-norm (decoder_normalize_before = False, "
+            "fairseq's default for a bare --arch transformer_lm); memsizer_lm is pre-norm, like "
+            "fairseq's LM presets: train the Transformer with --decoder-normalize-before")
+    target = model.state_dict()
+    converted = set(memsizer_attention_prefixes(model))
+    modules = dict(model.named_modules())
+    new_model: Dict[str, torch.Tensor] = {}
+    report: Dict[str, List[str]] = {"copied": [], "initialised": [], "dropped": []}
+    for prefix in sorted(converted):
+        if prefix + ".k_proj.weight" not in old:
+            raise ConversionError(f"the checkpoint has no attention layer {prefix}")
+        new_model.update(_attention_inits(old, prefix, modules[prefix], attention_init))
+    for key, tensor in target.items():
+        owner = key.rsplit(".", 2)[0]
+        if owner in converted:
+            report["initialised"].append(key)
+            continue
+        if key not in old:
+            if key.endswith("_float_tensor"):  # sinusoidal positions' placeholder buffer
+                new_model[key] = tensor
+                continue
+            raise ConversionError(f"the checkpoint lacks {key} (different architecture flags?)")
+        if old[key].shape != tensor.shape:
+            raise ConversionError(
+                f"{key}: checkpoint shape {tuple(old[key].shape)}, model {tuple(tensor.shape)}")
+        new_model[key] = old[key]
+        report["copied"].append(key)
+    copied = set(report["copied"])
+    report["dropped"] = sorted(k for k in old if k not in copied)
+    unexpected = [k for k in report["dropped"] if k.rsplit(".", 2)[0] not in converted]
+    if unexpected:
+        raise ConversionError(f"checkpoint tensors with no place in the Memsizer model: "
+                              f"{', '.join(unexpected[:5])}")
+
+    new_state = {key: value for key, value in state.items()
+                 if key not in ("model", "last_optimizer_state", "args")}
+    new_state["model"] = {k: new_model[k] for k in target}
+    new_state["last_optimizer_state"] = None
+    new_state["args"] = None
+    cfg = copy.copy(state.get("cfg") or {})
+    cfg["model"] = args
+    new_state["cfg"] = cfg
+    extra = dict(new_state.get("extra_state") or {})
+    extra.pop("best", None)
+    new_state["extra_state"] = extra
+    # fairseq reads the criterion / optimizer names from the last entry; the count starts over
+    history = state.get("optimizer_history") or [{}]
+    new_state["optimizer_history"] = [dict(history[-1], num_updates=0, lr_scheduler_state={})]
+    return new_state, report
+
+
+def load_checkpoint(path: str) -> Dict:
+    """A fairseq checkpoint (a dict with ``model`` and ``cfg`` or ``args``), loaded with torch's
+    safe unpickler; anything else is refused with a ConversionError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    import memsizer_fairseq  # noqa: F401  (the safe loader's allowlist)
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ConversionError(
+            f"{path} is not a fairseq checkpoint: torch's safe loader refused it (not a torch "
+            "file, or it holds objects a fairseq checkpoint does not)") from None
+    except Exception as error:  # a truncated file, ...
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0].split(". ")[0]
+        raise ConversionError(f"{path} is not a readable checkpoint ({reason})") from None
+    if not (isinstance(state, dict) and isinstance(state.get("model"), dict)
+            and (state.get("cfg") is not None or state.get("args") is not None)):
+        raise ConversionError(f"{path} is not a fairseq checkpoint (it has no model parameters "
+                              "and configuration: 'model' and 'cfg' / 'args')")
+    return state
+
+
+def convert_checkpoint(source: str, target: str, overrides: Optional[Dict] = None,
+                       attention_init: str = "svd", seed: int = 1) -> Dict[str, List[str]]:
+    from fairseq import checkpoint_utils
+
+    from ..compat.checkpoint_safety import atomic_write
+
+    new_state, report = convert_state(load_checkpoint(source), overrides, attention_init, seed)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    # a killed conversion leaves no truncated target
+    atomic_write(target, lambda path: checkpoint_utils.torch_persistent_save(new_state, path))
+    report["arch"] = [new_state["cfg"]["model"].arch]
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m memsizer_fairseq.tools.uptrain",
+        description="Convert a fairseq transformer / transformer_lm checkpoint to Memsizer.")
+    parser.add_argument("source", help="the trained Transformer checkpoint")
+    parser.add_argument("target", help="where to write the Memsizer checkpoint")
+    parser.add_argument("--attention-init", choices=ATTENTION_INITS, default="svd",
+                        help="Phi and W_l from the attention's bilinear form (svd) or the "
+                             "paper's random initialisation (paper)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the random initialisation")
+    from ..models.memsizer_options import add_memsizer_args
+
+    add_memsizer_args(parser)
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items()
+                 if k not in ("source", "target", "attention_init", "seed")}
+    try:
+        report = convert_checkpoint(args.source, args.target, overrides, args.attention_init,
+                                    args.seed)
+    except (ConversionError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.target}: --arch {report['arch'][0]}; {len(report['copied'])} tensors "
+          f"copied, {len(report['initialised'])} Memsizer tensors initialised "
+          f"({args.attention_init}), {len(report['dropped'])} attention tensors dropped")
+    print(f"fine-tune with: fairseq-train ... --user-dir memsizer_fairseq "
+          f"--arch {report['arch'][0]} --finetune-from-model {args.target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
