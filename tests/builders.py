@@ -5,8 +5,8 @@ import argparse
 import torch
 from fairseq.data import Dictionary
 
-from memsizer_fairseq.models.memsizer_lm import MemsizerLanguageModel, memsizer_lm_base_architecture
-from memsizer_fairseq.modules import MemsizerAttention
+from memsizer_fairseq.models.lm import MemsizerLanguageModel, memsizer_lm_base_architecture
+from memsizer_fairseq.models.attention import MemsizerAttention
 
 TOL = dict(rtol=1e-8, atol=1e-8)
 
@@ -17,6 +17,7 @@ REL_TOL = {torch.bfloat16: 2e-2, torch.float16: 3e-3}
 
 
 def make(role, dim=12, heads=3, slots=5, kdim=None, **kw):
+    kw = {"q_init_scale": 1.0, "kv_init_scale": 1.0, **kw}
     module = MemsizerAttention(
         dim,
         heads,

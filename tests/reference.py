@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 def slot_distribution(module, x_t):
     """a(z): mean over heads of softmax over the k slots of Phi z (one position, one sentence)."""
-    logits = module.q_proj(x_t).view(module.num_heads, module.num_slots)
+    logits = module.q_proj(x_t).view(module.num_heads, module.proj_dim)
     return torch.stack([F.softmax(logits[h], dim=-1) for h in range(module.num_heads)]).mean(0)
 
 
@@ -39,7 +39,7 @@ def reference_attention(module, query, source=None, query_pad=None, source_pad=N
                 positions = [
                     j for j in range(source.size(0)) if source_pad is None or not source_pad[b, j]
                 ]
-            memory = torch.zeros(module.num_slots, module.embed_dim, dtype=query.dtype)
+            memory = torch.zeros(module.proj_dim, module.embed_dim, dtype=query.dtype)
             for j in positions:
                 l_j = module.l_norm(module.l_proj(source[j, b]))
                 r_j = module.r_norm(module.r_proj(source[j, b]))
@@ -62,7 +62,7 @@ def reference_read_weights(module, query, source=None, source_pad=None):
     for b in range(bsz):
         positions = [j for j in range(source.size(0)) if source_pad is None or not source_pad[b, j]]
         for t in range(tgt_len):
-            logits = module.q_proj(query[t, b]).view(module.num_heads, module.num_slots)
+            logits = module.q_proj(query[t, b]).view(module.num_heads, module.proj_dim)
             for h in range(module.num_heads):
                 a_h = F.softmax(logits[h], dim=-1)
                 for j in positions:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from memsizer_fairseq.tools.toolkit import fairseq_cli
-from memsizer_fairseq.modules.causal_read import chunked_causal_read, quadratic_causal_read
+from memsizer_fairseq.ops.causal import chunk_causal_read, quadratic_causal_read
 from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation
 from builders import REL_TOL, module, relative_error, step_through
 
@@ -45,8 +45,8 @@ def test_chunked_and_quadratic_causal_reads_match_the_cpu_reference(length):
     a = torch.softmax(torch.randn(2, length, 8, dtype=torch.float64), -1)
     l, r = torch.randn(2, length, 8, dtype=torch.float64), torch.randn(2, length, 16,
                                                                          dtype=torch.float64)
-    want, _, _ = chunked_causal_read(a, l, r, None)
-    for form in (chunked_causal_read, quadratic_causal_read):
+    want, _, _ = chunk_causal_read(a, l, r, None)
+    for form in (chunk_causal_read, quadratic_causal_read):
         if form is quadratic_causal_read and length > 4096:
             continue  # T x T
         got, _, _ = form(a.to(CUDA, torch.float32), l.to(CUDA, torch.float32),

@@ -9,7 +9,8 @@ fairseq path that reads a checkpoint (``fairseq-generate``, ``-interactive``, ``
 ``-eval-lm``, ``--restore-file``, ``--finetune-from-model``, ``from_pretrained``) goes through
 ``checkpoint_utils.load_checkpoint_to_cpu`` and so through this loader.
 
-Further guards, installed by :func:`protect_checkpoint_files` (called when the plugin is imported):
+Further guards (:func:`install_safe_loading`, always installed with the plugin, and the fix
+``atomic_checkpoint_copies``, see :mod:`memsizer_fairseq.compat`):
 
 * **Plugin marker.** A checkpoint of one of this plugin's models starts with the entry
   ``{"memsizer_fairseq": <marker>}``, a global whose name tells what to do. fairseq run without
@@ -192,20 +193,18 @@ def _accepting_config_types(broadcast_object_slow):
     return _broadcast_object_slow
 
 
-def protect_checkpoint_files():
-    """Install the plugin marker, the atomic copies and the distributed-resume allowlist.
-
-    Idempotent. Patches fairseq's ``checkpoint_utils.torch_persistent_save``,
-    ``file_io.PathManager.copy`` and ``distributed.utils._broadcast_object_slow``.
-    """
+def install_safe_loading():
+    """Safe checkpoint loading, always on (it changes nothing a checkpoint of fairseq's own
+    needs): the allowlist of fairseq's plain checkpoint types, the plugin marker in this plugin's
+    checkpoints, and the allowlist of a distributed resume's broadcast. Idempotent; patches
+    fairseq's ``checkpoint_utils.torch_persistent_save`` and
+    ``distributed.utils._broadcast_object_slow``."""
     from fairseq import checkpoint_utils
     from fairseq.distributed import utils as distributed_utils
-    from fairseq.file_io import PathManager
 
+    allow_fairseq_checkpoint_types()
     if not getattr(checkpoint_utils.torch_persistent_save, "memsizer_marks_checkpoints", False):
         checkpoint_utils.torch_persistent_save = _marking(checkpoint_utils.torch_persistent_save)
-    if not getattr(PathManager.copy, "memsizer_atomic", False):
-        PathManager.copy = staticmethod(_atomic(PathManager.copy))
     slow = distributed_utils._broadcast_object_slow
     if not getattr(slow, "memsizer_accepts_config", False):
         distributed_utils._broadcast_object_slow = _accepting_config_types(slow)
@@ -216,3 +215,11 @@ def protect_checkpoint_files():
             "it: unset it to load checkpoints with the safe loader and this plugin's allowlist.",
             stacklevel=2,
         )
+
+
+def atomic_checkpoint_copies():
+    """The fix ``atomic_checkpoint_copies``: patch ``file_io.PathManager.copy`` (idempotent)."""
+    from fairseq.file_io import PathManager
+
+    if not getattr(PathManager.copy, "memsizer_atomic", False):
+        PathManager.copy = staticmethod(_atomic(PathManager.copy))

@@ -1,4 +1,5 @@
-"""Fixes for fairseq-fixed 0.12.3.1 behaviour that silently loses or reorders data.
+"""Fixes for fairseq-fixed 0.12.3.1 behaviour that silently loses or reorders data, or crashes.
+Each is installed by name from :mod:`memsizer_fairseq.compat` (``MEMSIZER_FAIRSEQ_FIXES``).
 
 1. The last batch is dropped (:func:`keep_remainder_batches`).
 2. A resumed run is cut into other batches than the uninterrupted run
@@ -291,13 +292,3 @@ def patience_survives_resume():
     if not getattr(trainer_class.save_checkpoint, "saves_patience", False):
         trainer_class.save_checkpoint = _saving_patience(trainer_class.save_checkpoint)
         trainer_class.load_checkpoint = _restoring_patience(trainer_class.load_checkpoint)
-
-
-def install():
-    """Install every fix (idempotent)."""
-    keep_remainder_batches()
-    same_batches_after_resume()
-    replace_unk_from_pairs()
-    diverse_beam_search_by_position()
-    stop_data_buffers_at_exit()
-    patience_survives_resume()

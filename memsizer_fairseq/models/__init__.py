@@ -1,4 +1,4 @@
-"""fairseq models of the plugin (fairseq also auto-imports this folder for ``--user-dir``)."""
-from . import memsizer_transformer  # noqa: F401  (registers the models)
-from . import memsizer_lm  # noqa: F401  (registers the language models)
-from . import memsizer_summarization  # noqa: F401  (registers the summarization presets)
+"""fairseq's side of the plugin (fairseq also auto-imports this folder for ``--user-dir``):
+the attention adapter, the layers, encoder and decoder, the models and their presets."""
+from . import transformer  # noqa: F401  (registers memsizer_transformer and its presets)
+from . import lm  # noqa: F401  (registers memsizer_lm and its presets)

@@ -10,15 +10,15 @@
   the architectures match", with this message as the cause just above.
 
 What fairseq already checks, and the tests pin down (``tests/compat/test_reliability.py``): invalid
-Memsizer flags fail at parse time naming the flag (``memsizer_options``); sources longer than
-``--max-source-positions`` are refused before training or decoding with fairseq's message
+Memsizer flags fail at parse time naming the flag (:mod:`memsizer_fairseq.config`); sources longer
+than ``--max-source-positions`` are refused before training or decoding with fairseq's message
 "Size of sample #N is invalid ... skip this example with --skip-invalid-size-inputs-valid-test",
 skipped with that flag, or cut with ``--truncate-source``; empty lines become one-token (``</s>``)
 sentences, for which the Memsizer scalings ``n^(-1/2)``, ``t^(-1/2)`` stay finite.
 """
 from typing import Dict, List, Optional, Tuple
 
-from ..modules import MemsizerAttention
+from .attention import MemsizerAttention
 
 _SOFTMAX_ATTENTION = ("k_proj", "v_proj", "out_proj")
 _MEMSIZER_ONLY = ("l_proj", "r_proj", "l_norm", "r_norm")
@@ -140,9 +140,9 @@ def describe_mismatch(model, state_dict) -> Optional[str]:
         slot_rows = _module_of(key) in ("q_proj", "l_proj", "l_norm")  # first dim: (heads x) k
         if owner is not None and slot_rows and theirs[:1] != ours[:1]:
             module = memsizer[owner]
-            hint = f" (Memsizer slots k = {module.num_slots}: {_slot_flag(module)}"
+            hint = f" (Memsizer slots k = {module.proj_dim}: {_slot_flag(module)}"
             if key.endswith("q_proj.weight") or key.endswith("q_proj.bias"):
-                hint += f"; heads x slots = {module.num_heads} x {module.num_slots}"
+                hint += f"; heads x slots = {module.num_heads} x {module.proj_dim}"
             hint += ")"
         lines.append(f"Shape of {key}: checkpoint {theirs}, model {ours}{hint}.")
     if len(resized) > _SHOWN:

@@ -1,8 +1,11 @@
-"""The plugin's architectures (``--arch``), in one table.
+"""The plugin's architectures (``--arch``), in one table, and the only place where Memsizer's
+options get their values.
 
 Each :class:`Preset` names a Memsizer architecture, the values it fills when they are unset (in
 order: the first mapping that sets a value wins) and the fairseq preset it runs afterwards, which
-fills the Transformer sizes the same way. The model modules register the presets of their task
+fills the Transformer sizes the same way. The paper's presets keep the authors' settings exactly;
+the presets ending in ``_softmax_cross`` and ``_short_conv`` are the settings the README
+recommends, beyond the paper. The model modules register the presets of their task
 with :func:`register_presets`; uptraining (:mod:`memsizer_fairseq.tools.uptrain`) reads from
 the same table which Memsizer architecture a fairseq Transformer checkpoint becomes
 (:func:`uptrain_arch_map`).
@@ -14,7 +17,32 @@ from fairseq.models import register_model_architecture
 from fairseq.models import transformer_lm as fairseq_lm
 from fairseq.models.transformer import transformer_legacy as fairseq_transformer
 
-from .memsizer_options import LM_DEFAULTS, MT_DEFAULTS, fill_unset
+from ..config import fill_unset
+
+# The paper's machine-translation setting: Memsizer in the decoder (causal self-attention k = 4,
+# cross-attention k = 32), softmax self-attention in the encoder, init scales 8 and 8.
+MT_DEFAULTS: Dict[str, Any] = dict(
+    use_memsizer=False,
+    encoder_use_memsizer=False,
+    decoder_use_memsizer=True,
+    causal_proj_dim=4,
+    cross_proj_dim=32,
+    encoder_proj_dim=None,  # = cross_proj_dim
+    q_init_scale=8.0,
+    kv_init_scale=8.0,
+    cross_attention="memsizer",
+    read_init_gain=1.0,
+    causal_short_conv=0,
+    causal_form="auto",
+    causal_block_size=64,
+)
+# The paper's language-modelling setting: Memsizer in every layer, k = 32, scales 32 and 1.
+LM_DEFAULTS: Dict[str, Any] = dict(MT_DEFAULTS, causal_proj_dim=32, q_init_scale=32.0,
+                                   kv_init_scale=1.0)
+# Recommended beyond the paper (README, docs/results.md): softmax cross-attention for
+# translation and summarization, a 4-tap causal short convolution for language models.
+SOFTMAX_CROSS = dict(cross_attention="softmax")
+SHORT_CONV = dict(causal_short_conv=4)
 
 # The plugin model that the presets of each fairseq task belong to.
 MODEL_OF_TASK = {
@@ -99,6 +127,14 @@ PRESETS: Tuple[Preset, ...] = (
     Preset("memsizer_transformer_summarization_tiny", "summarization",
            (SUMMARIZATION_TINY, MT_DEFAULTS, SUMMARIZATION_MODEL),
            fairseq_transformer.base_architecture),
+    # The recommended settings, beyond the paper.
+    Preset("memsizer_transformer_softmax_cross", "translation", (SOFTMAX_CROSS, MT_DEFAULTS),
+           fairseq_transformer.base_architecture),
+    Preset("memsizer_transformer_summarization_softmax_cross", "summarization",
+           (SOFTMAX_CROSS, MT_DEFAULTS, SUMMARIZATION_MODEL),
+           fairseq_transformer.base_architecture),
+    Preset("memsizer_lm_short_conv", "language_modeling", (SHORT_CONV, LM_DEFAULTS),
+           fairseq_lm.base_lm_architecture),
 )
 
 

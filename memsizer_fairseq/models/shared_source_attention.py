@@ -17,7 +17,7 @@ import torch
 from fairseq.modules import MultiheadAttention
 from torch import Tensor
 
-from ..modules.memsizer_attention import regroup, repeated_sentences
+from .beam_rows import keeps_every_group, regroup, repeated_sentences
 
 _CACHED = ("prev_key", "prev_value", "prev_key_padding_mask")
 
@@ -50,9 +50,7 @@ class SharedSourceAttention(MultiheadAttention):
         if saved.get("rows_per_key") is None:
             return super().reorder_incremental_state(incremental_state, new_order)
         wanted, new_rows = regroup(new_order, int(saved["rows_per_key"]))
-        cached = saved["prev_key"].size(0)
-        if not (wanted.numel() == cached and torch.equal(
-                wanted, torch.arange(cached, device=wanted.device))):
+        if not keeps_every_group(wanted, saved["prev_key"].size(0)):
             for name in _CACHED:
                 if saved.get(name) is not None:
                     saved[name] = saved[name].index_select(0, wanted)

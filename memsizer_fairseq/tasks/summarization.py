@@ -26,7 +26,7 @@ from fairseq.data import encoders
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from ..models.memsizer_options import str2bool
+from ..config import str2bool
 from ..scoring.rouge import RougeF1
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from ..models.presets import uptrain_arch_map
+from .toolkit.plugin import uptrain_arch_map
 
 # The Memsizer preset that extends each fairseq Transformer architecture (fairseq's names as keys).
 ARCH_MAP = uptrain_arch_map()
@@ -119,7 +119,7 @@ def build_memsizer_model(args: argparse.Namespace, src_size: int, tgt_size: int,
 
 
 def memsizer_attention_prefixes(model) -> List[str]:
-    from ..modules import MemsizerAttention
+    from .toolkit.plugin import MemsizerAttention
 
     return [name for name, module in model.named_modules() if isinstance(module, MemsizerAttention)]
 
@@ -136,7 +136,7 @@ def _attention_inits(old: Dict[str, torch.Tensor], prefix: str, attention, mode:
     new["r_proj.weight"] = (w_o @ w_v).to(dtype)
     new["r_proj.bias"] = (w_o @ b_v + b_o).to(dtype)
     if mode == "svd":
-        k, heads = attention.num_slots, attention.num_heads
+        k, heads = attention.proj_dim, attention.num_heads
         head_dim = w_q.shape[0] // heads
         bilinear = w_q.t() @ w_k / head_dim ** 0.5  # d_query x d_key
         u, s, vh = torch.linalg.svd(bilinear, full_matrices=False)
@@ -242,7 +242,7 @@ def convert_checkpoint(source: str, target: str, overrides: Optional[Dict] = Non
                        attention_init: str = "svd", seed: int = 1) -> Dict[str, List[str]]:
     from fairseq import checkpoint_utils
 
-    from ..compat.checkpoint_safety import atomic_write
+    from .toolkit.plugin import atomic_write
 
     new_state, report = convert_state(load_checkpoint(source), overrides, attention_init, seed)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
@@ -262,7 +262,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="Phi and W_l from the attention's bilinear form (svd) or the "
                              "paper's random initialisation (paper)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random initialisation")
-    from ..models.memsizer_options import add_memsizer_args
+    from .toolkit.plugin import add_memsizer_args
 
     add_memsizer_args(parser)
     args = parser.parse_args(argv)

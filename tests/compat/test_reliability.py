@@ -19,7 +19,7 @@ import torch
 from fairseq_helpers import build_translation_model, write_dicts
 from memsizer_fairseq.compat import checkpoint_safety
 from memsizer_fairseq.models.checkpoint_mismatch import CheckpointMismatchError
-from memsizer_fairseq.models.memsizer_transformer import MemsizerTransformerModel
+from memsizer_fairseq.models.transformer import MemsizerTransformerModel
 from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, fairseq_command
 from fairseq_helpers import (
     TINY_MT,
@@ -112,7 +112,7 @@ def test_only_the_plugins_models_carry_the_marker(memsizer_run, transformer_chec
 def test_forcing_the_unsafe_loader_is_warned_about(monkeypatch):
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     with pytest.warns(UserWarning, match="runs any code a checkpoint carries"):
-        checkpoint_safety.protect_checkpoint_files()
+        checkpoint_safety.install_safe_loading()
 
 
 # -- a checkpoint of another architecture --------------------------------------------------------

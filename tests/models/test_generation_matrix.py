@@ -9,8 +9,8 @@ import re
 import pytest
 
 from fairseq_helpers import run_in_process
-from memsizer_fairseq.models.memsizer_lm import MemsizerLanguageModel
-from memsizer_fairseq.models.memsizer_transformer import MemsizerTransformerModel
+from memsizer_fairseq.models.lm import MemsizerLanguageModel
+from memsizer_fairseq.models.transformer import MemsizerTransformerModel
 from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR
 
 SHARD = ["--num-shards", "5", "--shard-id", "0"]  # a fifth of the toy test set's batches

@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from fairseq import options
 
-from memsizer_fairseq.models.memsizer_options import LM_DEFAULTS
-from memsizer_fairseq.modules import MemsizerAttention
-from memsizer_fairseq.modules.authors_causal import authors_causal_read
-from memsizer_fairseq.modules.causal_read import (
+from memsizer_fairseq.models.presets import LM_DEFAULTS
+from memsizer_fairseq.models.attention import MemsizerAttention
+from memsizer_fairseq.ops.causal import authors_causal_read
+from memsizer_fairseq.ops.causal import (
     DEFAULT_BLOCK_SIZE,
     DEFAULT_QUADRATIC_MAX_LEN,
     causal_read,
-    chunked_causal_read,
+    chunk_causal_read,
     quadratic_causal_read,
 )
 from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, run_fairseq
@@ -55,7 +55,7 @@ def test_defaults_are_the_papers_lm_setting_and_memsizer_is_in_every_layer(dict_
     assert len(layers) == 3
     for layer in layers:
         assert isinstance(layer.self_attn, MemsizerAttention) and layer.self_attn.causal
-        assert layer.self_attn.num_slots == 32
+        assert layer.self_attn.proj_dim == 32
         assert layer.encoder_attn is None
 
 
@@ -166,7 +166,7 @@ def test_bad_memsizer_flags_are_refused(dict_dir):
 
 FORMS = {
     "quadratic": quadratic_causal_read,
-    "chunked": chunked_causal_read,  # default block size
+    "chunked": chunk_causal_read,  # default block size
     "auto": causal_read,
     "authors": authors_causal_read,
 }
@@ -206,20 +206,14 @@ def test_training_forms_equal_the_prefix_sum_definition(form, length):
 
 @pytest.mark.parametrize("length", [1, 7, 64, 70])
 @pytest.mark.parametrize("form", ["quadratic", "chunked", "authors"])
-def test_layer_forms_equal_the_per_position_reference(form, length, monkeypatch):
+def test_layer_forms_equal_the_per_position_reference(form, length):
     """The whole causal layer (projections, LayerNorms, slot softmax), forward and gradients."""
-    from memsizer_fairseq.modules import memsizer_attention
-
-    module = MemsizerAttention(12, 3, 5, causal=True, block_size=16).double()
+    module = MemsizerAttention(12, 3, 5, causal=True, causal_block_size=16, q_init_scale=1.0,
+                               kv_init_scale=1.0).double()
     with torch.no_grad():
         for p in module.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    module.quadratic_max_len = {"quadratic": 10 ** 9, "chunked": 0, "authors": 0}[form]
-    if form == "authors":
-        def authors(a, l, r, keep=None, **_):
-            return authors_causal_read(a, l, r, keep)
-
-        monkeypatch.setattr(memsizer_attention, "causal_read", authors)
+    module.causal_form = {"quadratic": "quadratic", "chunked": "chunk", "authors": "authors"}[form]
     x = torch.randn(length, 2, 12, dtype=torch.float64, requires_grad=True)
     pad = torch.zeros(2, length, dtype=torch.bool)
     pad[0, : length // 3] = True
@@ -280,7 +274,7 @@ class _MaxTensorSize:
 def test_linear_training_path_never_builds_per_position_memories():
     """Forward + backward of a causal layer at T = 4096: no tensor near T x B x k x d or T x T."""
     length, dim, slots = 4096, 64, 32
-    module = MemsizerAttention(dim, 4, slots, causal=True)
+    module = MemsizerAttention(dim, 4, slots, causal=True, q_init_scale=1.0, kv_init_scale=1.0)
     x = torch.randn(length, 1, dim, requires_grad=True)
     sizes = []
     with _MaxTensorSize(sizes):
@@ -473,8 +467,9 @@ def test_interactive_continues_a_prompt(trained_lm, flags):
 
 
 def test_the_form_threshold_follows_the_device_type():
-    from memsizer_fairseq.modules.causal_read import quadratic_max_len_for
+    from memsizer_fairseq.ops.causal import quadratic_max_len_for
 
     assert quadratic_max_len_for(torch.device("cpu")) == DEFAULT_QUADRATIC_MAX_LEN == 256
     assert quadratic_max_len_for(torch.device("cuda")) == 1024
-    assert MemsizerAttention(8, 2, 4, causal=True).quadratic_max_len is None  # by device
+    assert MemsizerAttention(8, 2, 4, causal=True, q_init_scale=1.0,
+                             kv_init_scale=1.0).causal_form == "auto"  # by device

@@ -4,7 +4,7 @@ import torch
 from fairseq.sequence_generator import SequenceGenerator
 
 from fairseq_helpers import build_translation_model, parse_translation_args, write_dicts
-from memsizer_fairseq.modules import MemsizerAttention
+from memsizer_fairseq.models.attention import MemsizerAttention
 
 TOL = dict(rtol=1e-8, atol=1e-8)
 SMALL = [
@@ -38,9 +38,9 @@ def test_each_preset_builds_with_the_papers_mt_defaults(data_dir, arch):
         assert (source.q_init_scale, source.kv_init_scale) == (8.0, 8.0)
     layer = model.decoder.layers[0]
     assert isinstance(layer.self_attn, MemsizerAttention) and layer.self_attn.causal
-    assert layer.self_attn.num_slots == 4
+    assert layer.self_attn.proj_dim == 4
     assert isinstance(layer.encoder_attn, MemsizerAttention)
-    assert layer.encoder_attn.num_slots == 32
+    assert layer.encoder_attn.proj_dim == 32
     assert not isinstance(model.encoder.layers[0].self_attn, MemsizerAttention)
 
 
@@ -53,10 +53,10 @@ def test_given_flags_override_and_omitted_flags_keep_the_preset(data_dir):
     assert (cfg.model.q_init_scale, cfg.model.kv_init_scale) == (8.0, 2.0)
     assert cfg.model.dropout == 0.3  # the preset's value survives
     layer = model.decoder.layers[1]
-    assert layer.self_attn.num_slots == 8 and layer.encoder_attn.num_slots == 32
+    assert layer.self_attn.proj_dim == 8 and layer.encoder_attn.proj_dim == 32
     assert layer.self_attn.kv_init_scale == 2.0 and layer.self_attn.q_init_scale == 8.0
     encoder_attn = model.encoder.layers[0].self_attn
-    assert isinstance(encoder_attn, MemsizerAttention) and encoder_attn.num_slots == 32
+    assert isinstance(encoder_attn, MemsizerAttention) and encoder_attn.proj_dim == 32
 
 
 def test_decoder_memsizer_can_be_switched_off(data_dir):
@@ -85,14 +85,19 @@ def test_bad_values_fail_at_parse_time_naming_the_flag(data_dir, flags, named, c
 
 
 def test_short_conv_is_off_by_default_and_in_the_decoder_self_attention_when_asked(data_dir):
-    from memsizer_fairseq.modules.short_conv import ShortConvMemsizerAttention
+    from memsizer_fairseq.models.attention import MemsizerAttention
+
+    def with_conv(model):
+        return [m for m in model.modules()
+                if isinstance(m, MemsizerAttention) and m.short_conv is not None]
 
     plain, *_ = build_translation_model(data_dir, "memsizer_transformer_tiny")
-    assert not any(isinstance(m, ShortConvMemsizerAttention) for m in plain.modules())
+    assert not with_conv(plain)
     model, *_ = build_translation_model(data_dir, "memsizer_transformer_tiny",
                                         ["--causal-short-conv", "4"])
-    convs = [m for m in model.modules() if isinstance(m, ShortConvMemsizerAttention)]
-    assert len(convs) == len(model.decoder.layers) and all(m.taps == 4 for m in convs)
+    convs = with_conv(model)
+    assert len(convs) == len(model.decoder.layers)
+    assert all(m.causal_short_conv == 4 and m.short_conv.shape == (64, 4) for m in convs)
     assert all(layer.self_attn in convs for layer in model.decoder.layers)
 
 

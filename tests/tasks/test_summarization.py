@@ -140,9 +140,13 @@ def test_truncate_source_is_on_by_default(data):
 
 
 def test_summarization_presets():
-    from memsizer_fairseq.models.memsizer_summarization import (
-        memsizer_transformer_summarization, memsizer_transformer_summarization_tiny)
     import argparse
+
+    from memsizer_fairseq.models.transformer import ARCHITECTURES
+
+    memsizer_transformer_summarization = ARCHITECTURES["memsizer_transformer_summarization"]
+    memsizer_transformer_summarization_tiny = ARCHITECTURES[
+        "memsizer_transformer_summarization_tiny"]
 
     args = argparse.Namespace()
     memsizer_transformer_summarization(args)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fairseq_helpers import build_translation_model, write_dicts
-from memsizer_fairseq.modules import MemsizerAttention
+from memsizer_fairseq.models.attention import MemsizerAttention
 from memsizer_fairseq.tools.uptrain import build_memsizer_model, convert_state
 
 SMALL = [

@@ -11,7 +11,7 @@ import re
 import tempfile
 from typing import Callable, List, Sequence
 
-from ...models.memsizer_options import positive_float, positive_int
+from ...config import positive_float, positive_int
 
 __all__ = [
     "ArgumentParser",

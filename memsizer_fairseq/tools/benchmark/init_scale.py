@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from fairseq.modules import MultiheadAttention
 
-from ...modules import MemsizerAttention
+from ..toolkit.plugin import MemsizerAttention
 
 # (label, role, slots, q_init_scale, kv_init_scale, read_init_gain); gain None: sqrt(slots)
 MEMSIZER_SETTINGS = (

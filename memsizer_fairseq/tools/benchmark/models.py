@@ -10,7 +10,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.modules import MultiheadAttention
 
 import memsizer_fairseq  # noqa: F401  (registers the Memsizer architectures)
-from memsizer_fairseq.modules import MemsizerAttention
+from memsizer_fairseq.models.attention import MemsizerAttention
 
 
 def make_dictionary(size: int) -> Dictionary:
@@ -146,17 +146,9 @@ def use_sdpa_attention(model):
 
 
 def set_causal_read(model, name: str):
-    """Switch every causal Memsizer layer to one training formulation (for the benchmark)."""
-    from memsizer_fairseq.modules.authors_causal import authors_causal_read
-    from memsizer_fairseq.modules.causal_read import chunked_causal_read, quadratic_causal_read
-
-    read = {
-        "auto": None,
-        "quadratic": quadratic_causal_read,
-        "chunked": chunked_causal_read,
-        "authors": authors_causal_read,
-    }[name]
+    """Switch every causal Memsizer layer to one form of the causal read (``auto`` or a key of
+    :data:`~memsizer_fairseq.ops.causal.CAUSAL_FORMS`), for the benchmark."""
     for module in model.modules():
         if isinstance(module, MemsizerAttention) and module.causal:
-            module.causal_read_fn = read
+            module.causal_form = name
     return model

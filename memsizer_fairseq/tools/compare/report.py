@@ -5,7 +5,7 @@ import platform
 import shlex
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ...compat.checkpoint_safety import atomic_write
+from ..toolkit.plugin import atomic_write
 from .runner import EVALUATE, FRONTIER, LM_TIMING
 from .settings import ARCHS, TASKS
 

@@ -71,7 +71,7 @@ def raised_patience(before: Sequence[str], now: Sequence[str]) -> Optional[Tuple
 def memsizer_overrides(args: Sequence[str]) -> Dict:
     """The Memsizer flags (slot counts, init scales, ...) among extra fairseq-train flags, as
     the converter's model overrides: the fine-tuned model must have the same shapes."""
-    from ...models.memsizer_options import add_memsizer_args
+    from ..toolkit.plugin import add_memsizer_args
 
     parser = argparse.ArgumentParser(add_help=False)
     add_memsizer_args(parser)

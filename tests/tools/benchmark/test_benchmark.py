@@ -145,7 +145,7 @@ def test_read_init_gain_scales_the_initial_read_exactly():
     """The read is linear in r, and LN(r)'s bias starts at zero: the gain scales the output."""
     import torch
 
-    from memsizer_fairseq.modules import MemsizerAttention
+    from memsizer_fairseq.models.attention import MemsizerAttention
 
     x, source = (
         torch.randn(5, 2, 16, dtype=torch.float64),
@@ -162,7 +162,7 @@ def test_read_init_gain_scales_the_initial_read_exactly():
                 causal=role == "causal",
                 self_attention=role == "causal",
                 encoder_decoder_attention=role == "cross",
-                read_init_gain=gain,
+                read_init_gain=gain, q_init_scale=1.0, kv_init_scale=1.0,
             ).double()
             assert torch.all(module.r_norm.weight == gain)
             written = x if role == "causal" else source
@@ -212,18 +212,17 @@ def test_training_memory_quick_mode_measures_every_kind_in_its_own_process(tmp_p
 def test_lm_kinds_pin_the_read_form_and_the_attention():
     from memsizer_fairseq.tools.benchmark import runner
     from memsizer_fairseq.tools.benchmark.models import SdpaSelfAttention
-    from memsizer_fairseq.modules import MemsizerAttention, quadratic_causal_read
-    from memsizer_fairseq.modules.authors_causal import authors_causal_read
+    from memsizer_fairseq.models.attention import MemsizerAttention
 
     cfg = dict(vocab=20, dim=16, layers=2, heads=2, device="cpu", dtype="fp32")
-    for kind, read in (
-        ("memsizer", None),
-        ("memsizer-quadratic", quadratic_causal_read),
-        ("memsizer-authors", authors_causal_read),
+    for kind, form in (
+        ("memsizer", "auto"),
+        ("memsizer-quadratic", "quadratic"),
+        ("memsizer-authors", "authors"),
     ):
         layers = [m for m in runner.lm_model(kind, cfg, 32).modules()
                   if isinstance(m, MemsizerAttention)]
-        assert len(layers) == 2 and all(layer.causal_read_fn is read for layer in layers)
+        assert len(layers) == 2 and all(layer.causal_form == form for layer in layers)
     model = runner.lm_model("transformer-sdpa", cfg, 32)
     assert all(isinstance(layer.self_attn, SdpaSelfAttention) for layer in model.decoder.layers)
 

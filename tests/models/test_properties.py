@@ -50,8 +50,9 @@ def layers(draw, roles=("causal", "self", "cross")):
     heads, head_dim = draw(st.integers(1, 4)), draw(st.integers(1, 3))
     slots = draw(st.integers(1, 6))
     kdim = draw(st.integers(1, 7)) if role == "cross" else None
-    forms = dict(  # quadratic_max_len 0 forces the chunked causal form, with blocks of 1 to 4
-        block_size=draw(st.integers(1, 4)), quadratic_max_len=draw(st.sampled_from([0, 256])),
+    forms = dict(  # the chunked causal form with blocks of 1 to 4, or any other form
+        causal_block_size=draw(st.integers(1, 4)),
+        causal_form=draw(st.sampled_from(["auto", "chunk", "quadratic", "recurrent"])),
     )
     torch.manual_seed(draw(st.integers(0, 2 ** 16)))
     return make(role, dim=heads * head_dim, heads=heads, slots=slots, kdim=kdim, **forms)
@@ -109,7 +110,7 @@ def test_causal_incremental_decoding_matches_the_full_pass(data):
         full, _ = module(history, history, history, key_padding_mask=history_pad)
         torch.testing.assert_close(got, full[-chunk:], **TOL)
         buffer = module._get_input_buffer(state)
-        assert buffer["sum"].shape == (rows, module.num_slots, dim)  # constant in the length
+        assert buffer["sum"].shape == (rows, module.proj_dim, dim)  # constant in the length
         assert buffer["count"].tolist() == (~history_pad).sum(1).double().tolist()
 
 

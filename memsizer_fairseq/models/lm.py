@@ -4,7 +4,7 @@ For ``--task language_modeling``. Every ``transformer_lm`` flag keeps working (a
 and softmax, shared embeddings, layerdrop, character embeddings, fp16/bf16 ...) because the
 model subclasses fairseq's :class:`TransformerLanguageModel` and only swaps the decoder for a
 :class:`MemsizerTransformerDecoder` without cross-attention; the causal Memsizer attention is the
-foundation's :class:`~memsizer_fairseq.modules.MemsizerAttention`.
+plugin's :class:`~memsizer_fairseq.models.attention.MemsizerAttention`.
 
 fairseq registers ``transformer_lm`` with a dataclass config; this model is registered the
 legacy way (``add_args`` + architecture functions), like ``memsizer_transformer``: the
@@ -36,27 +36,10 @@ from fairseq.models.transformer_lm import (
 from fairseq.modules import AdaptiveInput, CharacterTokenEmbedder
 from fairseq.utils import safe_getattr
 
+from ..config import MemsizerConfig
 from .checkpoint_mismatch import ExplainsCheckpointMismatch
-from .memsizer_layers import MemsizerTransformerDecoder
-from .memsizer_options import (
-    MemsizerOptions,
-    add_memsizer_args,
-    check_heads_divide_width,
-    reject_unsupported,
-)
+from .layers import MemsizerTransformerDecoder
 from .presets import register_presets
-
-
-def validate_memsizer_lm_args(args) -> MemsizerOptions:
-    """All checks that must fail before training starts; each error names its flag."""
-    options = MemsizerOptions.from_namespace(args)
-    if options.decoder_use_memsizer:
-        check_heads_divide_width(args, "decoder")
-        reject_unsupported(args, "language model")
-    if options.cross_attention != ("memsizer",):
-        raise ValueError("--cross-attention has no meaning for a language model (it has no "
-                         "cross-attention)")
-    return options
 
 
 def _lm_fields():
@@ -110,12 +93,13 @@ class MemsizerLanguageModel(ExplainsCheckpointMismatch, TransformerLanguageModel
     def add_args(cls, parser):
         # transformer_lm's flags, without defaults: the architecture functions fill them.
         gen_parser_from_dataclass(parser, TransformerLanguageModelConfig(), delete_default=True)
-        add_memsizer_args(parser)
+        MemsizerConfig.add_args(parser)
 
     @classmethod
     def build_model(cls, args, task):
         memsizer_lm_base_architecture(args)  # fill what older checkpoints / direct calls lack
-        options = validate_memsizer_lm_args(args)
+        memsizer = MemsizerConfig.from_args(args)  # checked before anything is built
+        memsizer.check_model(args, cross_attention=False)
 
         if args.decoder_layers_to_keep:
             args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
@@ -144,11 +128,9 @@ class MemsizerLanguageModel(ExplainsCheckpointMismatch, TransformerLanguageModel
                     "--tie-adaptive-weights needs --decoder-input-dim == --decoder-output-dim"
                 )
 
-        cfg = TransformerConfig.from_namespace(args)
-        cfg.memsizer = options
         decoder = MemsizerTransformerDecoder(
-            cfg, task.target_dictionary, embed_tokens, no_encoder_attn=True
-        )
+            TransformerConfig.from_namespace(args), memsizer, task.target_dictionary,
+            embed_tokens, no_encoder_attn=True)
         return cls(decoder)
 
     @classmethod

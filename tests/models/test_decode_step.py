@@ -15,9 +15,9 @@ import copy
 import pytest
 import torch
 
-import memsizer_fairseq.modules.memsizer_attention as attention_module
-from memsizer_fairseq.models.memsizer_lm import MemsizerLanguageModel, memsizer_lm_base_architecture
-from memsizer_fairseq.modules import MemsizerAttention
+import memsizer_fairseq.layers.memsizer as attention_module
+from memsizer_fairseq.models.lm import MemsizerLanguageModel, memsizer_lm_base_architecture
+from memsizer_fairseq.models.attention import MemsizerAttention
 from reference import reference_attention
 
 DTYPES = [torch.float64, torch.float32]
@@ -29,7 +29,8 @@ TOLERANCE = {torch.float64: dict(rtol=1e-9, atol=1e-9), torch.float32: dict(rtol
 def causal_module(dtype=torch.float64, dim=16, heads=4, slots=6, seed=0):
     """Causal Memsizer with non-trivial LayerNorm affine parameters and biases, in eval mode."""
     torch.manual_seed(seed)
-    module = MemsizerAttention(dim, heads, slots, causal=True, q_init_scale=4.0).to(dtype)
+    module = MemsizerAttention(dim, heads, slots, causal=True, q_init_scale=4.0,
+                               kv_init_scale=1.0).to(dtype)
     with torch.no_grad():  # drawn in `dtype`: float64 values a float32 copy would round
         for norm in (module.l_norm, module.r_norm):
             norm.weight.uniform_(0.5, 1.5)
@@ -181,7 +182,7 @@ def test_checkpoint_parameters_and_state_keep_their_names_and_shapes():
     with torch.no_grad():
         for x_t in torch.randn(3, 5, 16).split(1):
             step(module, x_t, state)
-    assert module._fused_cache is not None  # the stacked weights are not parameters or buffers
+    assert module._stacked.cached is not None  # the stacked weights: no parameters or buffers
     assert {k: tuple(v.shape) for k, v in module.state_dict().items()} == PARAMETER_SHAPES
     assert [name for name, _ in module.named_buffers()] == []
     assert list(state) == [f"{module._incremental_state_id}.memsizer_state"]
@@ -189,7 +190,7 @@ def test_checkpoint_parameters_and_state_keep_their_names_and_shapes():
     assert set(buffer) == {"sum", "count"}
     assert buffer["sum"].shape == (5, 6, 16) and buffer["sum"].dtype == torch.float32
     assert buffer["count"].shape == (5,) and torch.equal(buffer["count"], torch.full((5,), 3.0))
-    assert module.state_bytes(state) == 5 * (6 * 16 + 1) * 4
+    assert module.incremental_state_bytes(state) == 5 * (6 * 16 + 1) * 4
     # a checkpoint of the decoding module loads into a fresh one, which decodes the same
     fresh = causal_module(torch.float32, seed=1)
     fresh.load_state_dict(module.state_dict())
@@ -220,8 +221,8 @@ def test_stacked_weights_follow_every_change_of_the_parameters():
             got = torch.cat([step(module, x_t, state) for x_t in x.split(1)])
         torch.testing.assert_close(got, full_pass(module, x), rtol=1e-9, atol=1e-9, msg=name)
         assert not torch.equal(before, got[:1]), name  # the change is seen
-        weight, bias = module._fused_weights()
-        params = module._projection_parameters()
+        params = module.projection_parameters()
+        weight, bias = module._stacked.weights(params)
         assert torch.equal(weight, torch.cat(params[:3])), name
         assert torch.equal(bias, torch.cat(params[3:])), name
 

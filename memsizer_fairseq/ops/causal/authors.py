@@ -4,15 +4,14 @@ Their plugin forms the per-position outer products ``l_j r_j^T`` as a ``T x B x 
 mixes them with a ``T x T`` causal matrix (row t: ones up to t, scaled by ``n_t^(-1/2)``) into the
 per-position memories ``M_t`` (again ``T x B x k x d``) and reads ``y_t = a_t M_t``:
 O(T^2 k d) time and O(T k d) memory per layer. Same arguments and results as
-:func:`~memsizer_fairseq.modules.causal_read.quadratic_causal_read` (batch first); it is not used
-by the model.
+:func:`~.naive.naive_causal_read`; the model uses it only when asked (``causal_form="authors"``).
 """
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from .causal_read import _prepare, _running_counts, _with_initial_sum
+from ..common import prepare, running_counts, with_initial_sum
 
 
 def authors_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
@@ -20,13 +19,13 @@ def authors_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] 
                         ) -> Tuple[Tensor, Tensor, Tensor]:
     """a, l: ``B x T x k``; r: ``B x T x d``; keep: ``B x T``. Returns (y, final sum, count)."""
     out_dtype = r.dtype
-    a, l, r, keep = _prepare(a, l, r, keep)
+    a, l, r, keep = prepare(a, l, r, keep)
     acc = r.dtype
     bsz, seq_len, slots = l.shape
     dim = r.size(-1)
     # T x B x k x d per-position outer products l_j r_j^T.
     outer = torch.einsum("btk,btd->tbkd", l, r)
-    counts, scale = _running_counts(keep, init_count)  # B x T each
+    counts, scale = running_counts(keep, init_count)  # B x T each
     # T x T causal mixing (per sentence, since n_t depends on its padding): B x T x T.
     causal = torch.ones(seq_len, seq_len, dtype=acc, device=l.device).tril()
     mixing = causal.unsqueeze(0) * scale.unsqueeze(-1)
@@ -38,5 +37,5 @@ def authors_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] 
             seq_len, bsz, 1, 1
         )
     y = torch.einsum("btk,tbkd->btd", a, memories)
-    final_sum = _with_initial_sum(outer.sum(dim=0), init_sum)
+    final_sum = with_initial_sum(outer.sum(dim=0), init_sum)
     return y.to(out_dtype), final_sum, counts[:, -1]

@@ -1,9 +1,9 @@
 """fairseq Transformer layers, encoder and decoder whose attention is Memsizer.
 
-Thin subclasses: only fairseq's ``build_*`` hooks are overridden. The Memsizer settings travel as
-``cfg.memsizer`` (a :class:`MemsizerOptions`) beside fairseq's ``TransformerConfig``.
+Thin subclasses: only fairseq's ``build_*`` hooks (and two overridable methods) are overridden.
+Each takes the model's :class:`~memsizer_fairseq.config.MemsizerConfig` as an argument; fairseq's
+``build_model`` hands it to the encoder and decoder hooks as ``cfg.memsizer``.
 """
-import functools
 from typing import Dict, List
 
 import torch
@@ -16,16 +16,10 @@ from fairseq.modules.transformer_layer import (
     TransformerEncoderLayerBase,
 )
 
-from ..modules import MemsizerAttention
-from ..modules.memsizer_attention import regroup
-from ..modules.short_conv import ShortConvMemsizerAttention
+from ..config import MemsizerConfig
+from .attention import MemsizerAttention
+from .beam_rows import keeps_every_group, regroup
 from .shared_source_attention import SharedSourceAttention
-
-
-def _with_head_dim(attention: MemsizerAttention) -> MemsizerAttention:
-    # fairseq's decoder layer reads head_dim (for --scale-heads, which Memsizer rejects).
-    attention.head_dim = attention.embed_dim // attention.num_heads
-    return attention
 
 
 def _wrap_layer(layer, cfg):
@@ -39,30 +33,22 @@ def _wrap_layer(layer, cfg):
 class MemsizerEncoderLayer(TransformerEncoderLayerBase):
     """Encoder layer with non-causal Memsizer self-attention."""
 
-    def __init__(self, cfg, return_fc=False):
-        self.memsizer = cfg.memsizer
+    def __init__(self, cfg, memsizer: MemsizerConfig, return_fc=False):
+        self.memsizer = memsizer  # read by build_self_attention, which fairseq's __init__ calls
         super().__init__(cfg, return_fc=return_fc)
 
     def build_self_attention(self, embed_dim, cfg):
-        return _with_head_dim(
-            MemsizerAttention(
-                embed_dim,
-                cfg.encoder.attention_heads,
-                self.memsizer.encoder_proj_dim,
-                self_attention=True,
-                dropout=cfg.attention_dropout,
-                **self.memsizer.attention_kwargs(self.memsizer.encoder_proj_dim),
-            )
-        )
+        return MemsizerAttention(embed_dim, cfg.encoder.attention_heads, self_attention=True,
+                                 dropout=cfg.attention_dropout, **self.memsizer.layer_args("self"))
 
 
 class MemsizerDecoderLayer(TransformerDecoderLayerBase):
     """Decoder layer with causal Memsizer self-attention, and Memsizer cross-attention or
     (``cross_attention="softmax"``) fairseq's softmax encoder-decoder attention."""
 
-    def __init__(self, cfg, no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False,
-                 cross_attention="memsizer"):
-        self.memsizer = cfg.memsizer
+    def __init__(self, cfg, memsizer: MemsizerConfig, cross_attention: str = "memsizer",
+                 no_encoder_attn=False, add_bias_kv=False, add_zero_attn=False):
+        self.memsizer = memsizer
         self.cross_attention = cross_attention
         super().__init__(cfg, no_encoder_attn, add_bias_kv, add_zero_attn)
         if cross_attention == "memsizer":
@@ -82,57 +68,37 @@ class MemsizerDecoderLayer(TransformerDecoderLayerBase):
     def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
         if add_bias_kv or add_zero_attn:
             raise ValueError("add_bias_kv / add_zero_attn have no meaning for Memsizer attention")
-        taps = self.memsizer.short_conv
-        attention = (functools.partial(ShortConvMemsizerAttention, taps=taps) if taps
-                     else MemsizerAttention)
-        return _with_head_dim(
-            attention(
-                embed_dim,
-                cfg.decoder.attention_heads,
-                self.memsizer.causal_proj_dim,
-                causal=True,
-                self_attention=True,
-                dropout=cfg.attention_dropout,
-                block_size=self.memsizer.block_size,
-                **self.memsizer.attention_kwargs(self.memsizer.causal_proj_dim),
-            )
-        )
+        return MemsizerAttention(embed_dim, cfg.decoder.attention_heads, causal=True,
+                                 self_attention=True, dropout=cfg.attention_dropout,
+                                 **self.memsizer.layer_args("causal"))
 
     def build_encoder_attention(self, embed_dim, cfg):
         if self.cross_attention == "softmax":
             # fairseq's TransformerDecoderLayerBase.build_encoder_attention, one cache per source
             return SharedSourceAttention(
-                embed_dim,
-                cfg.decoder.attention_heads,
-                kdim=cfg.encoder.embed_dim,
-                vdim=cfg.encoder.embed_dim,
-                dropout=cfg.attention_dropout,
-                encoder_decoder_attention=True,
-                q_noise=self.quant_noise,
+                embed_dim, cfg.decoder.attention_heads, kdim=cfg.encoder.embed_dim,
+                vdim=cfg.encoder.embed_dim, dropout=cfg.attention_dropout,
+                encoder_decoder_attention=True, q_noise=self.quant_noise,
                 qn_block_size=self.quant_noise_block_size,
-                xformers_att_config=cfg.encoder.xformers_att_config,
-            )
-        return _with_head_dim(
-            MemsizerAttention(
-                embed_dim,
-                cfg.decoder.attention_heads,
-                self.memsizer.cross_proj_dim,
-                kdim=cfg.encoder.embed_dim,
-                self_attention=False,
-                encoder_decoder_attention=True,
-                dropout=cfg.attention_dropout,
-                **self.memsizer.attention_kwargs(self.memsizer.cross_proj_dim),
-            )
-        )
+                xformers_att_config=cfg.encoder.xformers_att_config)
+        return MemsizerAttention(embed_dim, cfg.decoder.attention_heads,
+                                 kdim=cfg.encoder.embed_dim, self_attention=False,
+                                 encoder_decoder_attention=True, dropout=cfg.attention_dropout,
+                                 **self.memsizer.layer_args("cross"))
 
 
 class MemsizerTransformerEncoder(TransformerEncoderBase):
     """fairseq's Transformer encoder; Memsizer self-attention if ``--encoder-use-memsizer``."""
 
+    def __init__(self, cfg, memsizer: MemsizerConfig, dictionary, embed_tokens, return_fc=False):
+        self.memsizer = memsizer  # read by build_encoder_layer, which fairseq's __init__ calls
+        super().__init__(cfg, dictionary, embed_tokens, return_fc=return_fc)
+
     def build_encoder_layer(self, cfg):
-        if not cfg.memsizer.encoder_use_memsizer:
+        if not self.memsizer.encoder_use_memsizer:
             return super().build_encoder_layer(cfg)
-        return _wrap_layer(MemsizerEncoderLayer(cfg, return_fc=self.return_fc), cfg)
+        return _wrap_layer(MemsizerEncoderLayer(cfg, self.memsizer, return_fc=self.return_fc),
+                           cfg)
 
     def reorder_encoder_out(self, encoder_out: Dict[str, List[torch.Tensor]], new_order):
         """fairseq's reorder, skipped when it would change nothing.
@@ -146,8 +112,8 @@ class MemsizerTransformerEncoder(TransformerEncoderBase):
         rows = int(found[0]) if found else 1
         sentences, new_rows = regroup(new_order, rows)
         outputs = encoder_out["encoder_out"]
-        if rows > 1 and new_rows == rows and outputs and torch.equal(
-                sentences, torch.arange(outputs[0].size(1) // rows, device=new_order.device)):
+        if rows > 1 and new_rows == rows and outputs and keeps_every_group(
+                sentences, outputs[0].size(1) // rows):
             return encoder_out
         reordered = super().reorder_encoder_out(encoder_out, new_order)
         reordered["rows_per_source"] = [torch.tensor(new_rows)]
@@ -158,14 +124,19 @@ class MemsizerTransformerDecoder(TransformerDecoderBase):
     """fairseq's incremental Transformer decoder; Memsizer attention if
     ``--decoder-use-memsizer``."""
 
+    def __init__(self, cfg, memsizer: MemsizerConfig, dictionary, embed_tokens,
+                 no_encoder_attn=False, output_projection=None):
+        self.memsizer = memsizer
+        # fairseq builds the layers in order without passing their index: each takes the next
+        # cross-attention kind of this plan
+        self._cross_plan = list(memsizer.cross_attention_kinds(cfg.decoder.layers))
+        super().__init__(cfg, dictionary, embed_tokens, no_encoder_attn, output_projection)
+
     def build_decoder_layer(self, cfg, no_encoder_attn=False):
-        if not cfg.memsizer.decoder_use_memsizer:
+        if not self.memsizer.decoder_use_memsizer:
             return super().build_decoder_layer(cfg, no_encoder_attn)
-        # fairseq builds the layers in order without passing their index
-        index = getattr(self, "_layers_built", 0)
-        self._layers_built = index + 1
-        cross = cfg.memsizer.cross_attention_of(index, cfg.decoder.layers)
-        return _wrap_layer(MemsizerDecoderLayer(cfg, no_encoder_attn, cross_attention=cross), cfg)
+        cross = self._cross_plan.pop(0)
+        return _wrap_layer(MemsizerDecoderLayer(cfg, self.memsizer, cross, no_encoder_attn), cfg)
 
     def buffered_future_mask(self, tensor):
         """No ``T x T`` future mask for Memsizer layers: causality is part of the causal read.
@@ -174,21 +145,16 @@ class MemsizerTransformerDecoder(TransformerDecoderBase):
         ignores it, and building it would make memory quadratic in the length (1 GiB at 16k
         tokens in float32).
         """
-        if self.cfg.memsizer.decoder_use_memsizer:
+        if self.memsizer.decoder_use_memsizer:
             return None
         return super().buffered_future_mask(tensor)
 
     def incremental_state_bytes(self, incremental_state) -> int:
-        """Bytes of attention state (Memsizer, softmax, short convolution) this decoder holds
-        in ``incremental_state``."""
-        total = sum(
+        """Bytes of attention state (Memsizer, softmax) this decoder holds in
+        ``incremental_state``."""
+        return sum(
             value.numel() * value.element_size()
             for module in self.modules()
             if isinstance(module, (MemsizerAttention, MultiheadAttention))
             for value in module._get_input_buffer(incremental_state).values()
-            if value is not None
-        )
-        kept_inputs = (module.short_conv_state(incremental_state) for module in self.modules()
-                       if isinstance(module, ShortConvMemsizerAttention))
-        return total + sum(inputs.numel() * inputs.element_size()
-                           for inputs in kept_inputs if inputs is not None)
+            if value is not None)

@@ -6,31 +6,26 @@ import pytest
 import torch
 
 from builders import TOL, assert_reorders_keep_the_full_pass, make, pad_mask
-from memsizer_fairseq.modules.short_conv import (
-    ShortConvMemsizerAttention,
-    reference_short_conv,
-    short_conv,
-)
+from memsizer_fairseq.models.attention import MemsizerAttention
+from memsizer_fairseq.ops.short_conv import naive_short_conv
+
+
+def reference_short_conv(x, weight, padding_mask=None):
+    """The definition on fairseq's layout: x ``T x B x d``, padding_mask ``B x T``."""
+    keep = None if padding_mask is None else ~padding_mask
+    return naive_short_conv(x.transpose(0, 1), weight, keep).transpose(0, 1)
 
 
 def make_conv(taps=3, dim=12, heads=3, slots=5, random_taps=True):
     plain = make("causal", dim=dim, heads=heads, slots=slots)
-    module = ShortConvMemsizerAttention(dim, heads, slots, taps=taps, causal=True,
-                                        self_attention=True).double().eval()
+    module = MemsizerAttention(dim, heads, slots, causal_short_conv=taps, causal=True,
+                               self_attention=True, q_init_scale=1.0,
+                               kv_init_scale=1.0).double().eval()
     module.load_state_dict(plain.state_dict(), strict=False)
     if random_taps:
         with torch.no_grad():
             module.short_conv.uniform_(-1.0, 1.0)
     return module, plain
-
-
-@pytest.mark.parametrize("taps", [2, 4])
-def test_fast_form_equals_the_definition(taps):
-    x = torch.randn(9, 3, 6, dtype=torch.float64)
-    weight = torch.randn(6, taps, dtype=torch.float64)
-    out, history = short_conv(x, weight)
-    torch.testing.assert_close(out, reference_short_conv(x, weight), **TOL)
-    torch.testing.assert_close(history, x[-(taps - 1):], **TOL)  # the next call's history
 
 
 @pytest.mark.parametrize("left", [False, True])
@@ -55,13 +50,14 @@ def test_prefill_then_steps_through_reorders_equal_the_full_pass():
     module, _ = make_conv(taps=4)
     x = torch.randn(5, 6, 12, dtype=torch.float64)
     state = assert_reorders_keep_the_full_pass(module, x, prefill=2)  # prefill < taps
-    assert module.short_conv_state(state).shape == (3, 4, 12)
+    # the last K - 1 = 3 inputs of the 4 kept rows, batch first like every state tensor
+    assert module._get_input_buffer(state)["inputs"].shape == (4, 3, 12)
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    (dict(taps=1, causal=True, self_attention=True), "at least 2"),
-    (dict(taps=3, self_attention=True), "causal"),
+    (dict(causal_short_conv=1, causal=True, self_attention=True), "at least 2"),
+    (dict(causal_short_conv=3, self_attention=True), "causal"),
 ])
 def test_bad_settings_are_refused(kwargs, word):
     with pytest.raises(ValueError, match=word):
-        ShortConvMemsizerAttention(12, 3, 5, **kwargs)
+        MemsizerAttention(12, 3, 5, q_init_scale=1.0, kv_init_scale=1.0, **kwargs)

@@ -40,7 +40,7 @@ def test_cross_attention_memory_is_computed_once_and_reordered():
     want, _ = module(queries, src, src, key_padding_mask=pad)
     torch.testing.assert_close(got, want, **TOL)
     memory = module._get_input_buffer(state)["memory"]
-    assert memory.shape == (4, module.num_slots, 12)
+    assert memory.shape == (4, module.proj_dim, 12)
     order = torch.tensor([3, 2])
     module.reorder_incremental_state(state, order)
     q2 = torch.randn(2, 2, 12, dtype=torch.float64)
@@ -81,8 +81,8 @@ def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
     step_through(module, torch.randn(1, 9, 12, dtype=torch.float64).split(1), state, src, pad)
     hook.remove()
     memory = module._get_input_buffer(state)["memory"]
-    assert memory.shape == (3, module.num_slots, 12)  # one per sentence, shared by its beams
-    assert written == [(5, 3, module.num_slots)]  # written from one copy of each source
+    assert memory.shape == (3, module.proj_dim, 12)  # one per sentence, shared by its beams
+    assert written == [(3, 5, module.proj_dim)]  # written from one copy of each source
     # within each sentence's beams (as SequenceGenerator reorders): the memory is not copied
     module.reorder_incremental_state(state, torch.tensor([2, 2, 0, 4, 3, 3, 8, 6, 7]))
     assert module._get_input_buffer(state)["memory"] is memory
@@ -129,7 +129,7 @@ def test_state_size_does_not_grow_with_length():
         x_t = torch.randn(1, 2, 8, dtype=torch.float64)
         module(x_t, x_t, x_t, incremental_state=state)
         if t in (15, 299):
-            sizes.append(module.state_bytes(state))
+            sizes.append(module.incremental_state_bytes(state))
     assert sizes[0] == sizes[1] == 2 * (4 * 8 + 1) * 8
 
 
@@ -146,7 +146,7 @@ def test_decoding_fast_path_without_autograd_matches_reference():
         steps = step_through(module, x.split(1), state)
     torch.testing.assert_close(full, want, **TOL)
     torch.testing.assert_close(steps, want, **TOL)
-    assert module._fused_cache is not None
+    assert module._stacked.cached is not None
 
 
 def test_fused_weights_follow_in_place_parameter_updates():

@@ -1,0 +1,86 @@
+"""The forms of the causal Memsizer read, one signature for all.
+
+Every form takes batch-first ``a``, ``l`` (``B x T x k``), ``r`` (``B x T x d``), ``keep``
+(``B x T``, 1 at real positions, or None) and an initial state (unscaled sum ``S_0``, ``B x k x
+d``, and count ``n_0``, ``B``, or None) and returns ``(y, S_T, n_T)``, with
+
+    y_t = a_t M_t,    M_t = n_t^(-1/2) sum_{j <= t, j real} l_j r_j^T.
+
+=================  =====================================================================
+``naive``          the definition, position by position: the reference (tests only)
+``quadratic``      two GEMMs with a ``T x T`` causal mask: short sequences
+``chunk``          blocks of ``block_size``: linear in T, long sequences
+``recurrent``      :func:`causal_step` over the positions: the decoding form
+``authors``        the authors' O(T^2 k d) formulation: the benchmark's baseline
+=================  =====================================================================
+
+``auto`` chooses by device and length (:func:`choose_causal_form`). Beside them,
+:func:`fused_causal_step` is the decoding step with the projections fused in (no autograd). A
+new backend is one more entry of :data:`CAUSAL_FORMS`: the layer names its form by this key.
+"""
+import functools
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .authors import authors_causal_read
+from .chunk import DEFAULT_BLOCK_SIZE, chunk_causal_read
+from .fused_step import fused_causal_step
+from .naive import naive_causal_read
+from .quadratic import quadratic_causal_read
+from .recurrent import causal_step, empty_state, recurrent_causal_read
+
+CausalRead = Callable[..., Tuple[Tensor, Tensor, Tensor]]
+
+CAUSAL_FORMS: Dict[str, CausalRead] = {
+    "naive": naive_causal_read,
+    "quadratic": quadratic_causal_read,
+    "chunk": chunk_causal_read,
+    "recurrent": recurrent_causal_read,
+    "authors": authors_causal_read,
+}
+# the forms that take the block length
+BLOCKED_FORMS = ("chunk",)
+FORM_CHOICES = ("auto",) + tuple(CAUSAL_FORMS)
+
+# Up to this length the quadratic form does less work in fewer kernels than the chunked one; the
+# crossover depends on the device type (measurements: docs/design_notes.md).
+QUADRATIC_MAX_LEN_BY_DEVICE = {"cpu": 256, "cuda": 1024}
+DEFAULT_QUADRATIC_MAX_LEN = QUADRATIC_MAX_LEN_BY_DEVICE["cpu"]
+
+
+def quadratic_max_len_for(device: torch.device) -> int:
+    """The longest length at which the quadratic form is the faster one on ``device``."""
+    return QUADRATIC_MAX_LEN_BY_DEVICE.get(device.type, DEFAULT_QUADRATIC_MAX_LEN)
+
+
+def choose_causal_form(device: torch.device, length: int) -> str:
+    """``auto``'s choice: quadratic up to the device's crossover length, chunked beyond."""
+    return "quadratic" if length <= quadratic_max_len_for(device) else "chunk"
+
+
+def causal_form(name: str, block_size: int = DEFAULT_BLOCK_SIZE) -> CausalRead:
+    """The form called ``name`` (a key of :data:`CAUSAL_FORMS`) with its block length bound."""
+    if name not in CAUSAL_FORMS:
+        raise ValueError(f"unknown causal form {name!r}; one of {', '.join(FORM_CHOICES)}")
+    form = CAUSAL_FORMS[name]
+    return functools.partial(form, block_size=block_size) if name in BLOCKED_FORMS else form
+
+
+def causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
+                init_sum: Optional[Tensor] = None, init_count: Optional[Tensor] = None,
+                form: str = "auto", block_size: int = DEFAULT_BLOCK_SIZE
+                ) -> Tuple[Tensor, Tensor, Tensor]:
+    """The causal read by the form ``form`` (``auto``: :func:`choose_causal_form`)."""
+    if form == "auto":
+        form = choose_causal_form(a.device, a.size(1))
+    return causal_form(form, block_size)(a, l, r, keep, init_sum, init_count)
+
+
+__all__ = [
+    "CAUSAL_FORMS", "DEFAULT_BLOCK_SIZE", "DEFAULT_QUADRATIC_MAX_LEN", "FORM_CHOICES",
+    "authors_causal_read", "causal_form", "causal_read", "causal_step", "choose_causal_form",
+    "chunk_causal_read", "empty_state", "fused_causal_step", "naive_causal_read",
+    "quadratic_causal_read", "quadratic_max_len_for", "recurrent_causal_read",
+]
