@@ -5,6 +5,11 @@ import sys
 import pytest
 import torch
 
+# flash-linear-attention's Triton kernels (the tests marked triton) run on a CPU only under
+# Triton's interpreter, which must be chosen before triton is imported
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, ROOT)
@@ -18,6 +23,18 @@ from fairseq_helpers import TOY_MODEL, TOY_TRAIN  # noqa: E402
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def fla_kernels(monkeypatch):
+    """fla-core's kernels ready to run: under the interpreter, the autotuner takes each kernel's
+    first configuration instead of timing them all (it cannot time without a GPU driver)."""
+    from triton.runtime import autotuner
+
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        monkeypatch.setattr(autotuner.Autotuner, "prune_configs",
+                            lambda self, kwargs: self.configs[:1])
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.fixture(scope="session")

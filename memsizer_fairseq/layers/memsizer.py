@@ -22,8 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.causal import DEFAULT_BLOCK_SIZE, FORM_CHOICES, causal_read, causal_step, empty_state
-from ..ops.causal import fused_causal_step
+from ..ops.causal import (
+    DEFAULT_BLOCK_SIZE,
+    FLA_FORMS,
+    FORM_CHOICES,
+    causal_read,
+    causal_step,
+    empty_state,
+    fla_causal_step,
+    fused_causal_step,
+)
 from ..ops.common import accumulation_dtype, check_positive
 from ..ops.memory import read_memory, read_weights, source_memory
 from ..ops.short_conv import short_conv
@@ -191,7 +199,8 @@ class MemsizerLayer(nn.Module):
         return y, (read_weights(heads, l, keep).to(y.dtype) if weights else None)
 
     def attend_causal(self, x: Tensor, keep: Optional[Tensor] = None,
-               state: Optional[CausalState] = None) -> Tuple[Tensor, Optional[CausalState]]:
+                      state: Optional[CausalState] = None
+                      ) -> Tuple[Tensor, Optional[CausalState]]:
         """Causal self-attention over ``x`` (``B x T x d``), continuing ``state`` when given
         (``{}`` before the first position); returns the output and the new state (None without
         a state: training)."""
@@ -210,14 +219,16 @@ class MemsizerLayer(nn.Module):
         prev_sum, prev_count = state.get("sum"), state.get("count")
         if prev_sum is None:
             prev_sum, prev_count = empty_state(x.size(0), self.proj_dim, self.embed_dim, x)
-        if x.size(1) == 1 and not self.needs_autograd(x):
+        on_fla = self.causal_form in FLA_FORMS
+        if x.size(1) == 1 and not on_fla and not self.needs_autograd(x):
             y, new_state["sum"], new_state["count"] = self.decode_step(x, keep, prev_sum,
                                                                        prev_count)
             return y, new_state
         logits, l, r = self.self_projections(x)
         a = self.head_probs(logits).mean(dim=2).to(logits.dtype)
-        if x.size(1) == 1:
-            y, new_sum, new_count = causal_step(a, l, r, keep, prev_sum, prev_count)
+        if x.size(1) == 1:  # the general step (autograd), or fla-core's kernel
+            step = fla_causal_step if on_fla else causal_step
+            y, new_sum, new_count = step(a, l, r, keep, prev_sum, prev_count)
         else:
             y, new_sum, new_count = causal_read(a, l, r, keep, prev_sum, prev_count,
                                                 form=self.causal_form,

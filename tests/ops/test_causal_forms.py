@@ -6,6 +6,7 @@ import torch
 
 from memsizer_fairseq.ops.causal import (
     CAUSAL_FORMS,
+    FLA_FORMS,
     causal_form,
     causal_read,
     chunk_causal_read,
@@ -14,7 +15,9 @@ from memsizer_fairseq.ops.causal import (
 )
 
 TOL = dict(rtol=1e-8, atol=1e-8)
-FAST_FORMS = sorted(name for name in CAUSAL_FORMS if name != "naive")
+# the PyTorch forms; flash-linear-attention's kernels: tests/ops/test_fla_forms.py
+TORCH_FORMS = sorted(name for name in CAUSAL_FORMS if name not in FLA_FORMS)
+FAST_FORMS = [name for name in TORCH_FORMS if name != "naive"]
 
 
 def inputs(bsz=2, length=13, slots=3, dim=4, seed=0):
@@ -51,7 +54,7 @@ def test_each_form_equals_the_naive_read_with_gradients(form, length, with_state
         torch.testing.assert_close(g, w, **TOL)
 
 
-@pytest.mark.parametrize("form", sorted(CAUSAL_FORMS))
+@pytest.mark.parametrize("form", TORCH_FORMS)
 def test_a_state_carried_across_calls_continues_the_sequence(form):
     """A prefix read by one call, the rest by another from its final state: the read of the
     whole sequence."""

@@ -12,6 +12,8 @@ d``, and count ``n_0``, ``B``, or None) and returns ``(y, S_T, n_T)``, with
 ``chunk``          blocks of ``block_size``: linear in T, long sequences
 ``recurrent``      :func:`causal_step` over the positions: the decoding form
 ``authors``        the authors' O(T^2 k d) formulation: the benchmark's baseline
+``fla_chunk``      flash-linear-attention's chunked Triton kernel (GPU; fla-core)
+``fla_recurrent``  flash-linear-attention's fused recurrent Triton kernel (GPU; fla-core)
 =================  =====================================================================
 
 ``auto`` chooses by device and length (:func:`choose_causal_form`). Beside them,
@@ -26,6 +28,7 @@ from torch import Tensor
 
 from .authors import authors_causal_read
 from .chunk import DEFAULT_BLOCK_SIZE, chunk_causal_read
+from .fla import fla_available, fla_causal_step, fla_chunk_causal_read, fla_recurrent_causal_read
 from .fused_step import fused_causal_step
 from .naive import naive_causal_read
 from .quadratic import quadratic_causal_read
@@ -39,7 +42,10 @@ CAUSAL_FORMS: Dict[str, CausalRead] = {
     "chunk": chunk_causal_read,
     "recurrent": recurrent_causal_read,
     "authors": authors_causal_read,
+    "fla_chunk": fla_chunk_causal_read,
+    "fla_recurrent": fla_recurrent_causal_read,
 }
+FLA_FORMS = ("fla_chunk", "fla_recurrent")
 # the forms that take the block length
 BLOCKED_FORMS = ("chunk",)
 FORM_CHOICES = ("auto",) + tuple(CAUSAL_FORMS)
@@ -48,6 +54,8 @@ FORM_CHOICES = ("auto",) + tuple(CAUSAL_FORMS)
 # crossover depends on the device type (measurements: docs/design_notes.md).
 QUADRATIC_MAX_LEN_BY_DEVICE = {"cpu": 256, "cuda": 1024}
 DEFAULT_QUADRATIC_MAX_LEN = QUADRATIC_MAX_LEN_BY_DEVICE["cpu"]
+# On CUDA with fla-core installed, the chunked form beyond the quadratic one's crossover is fla's
+# kernel (scripts/gpu_check.sh measures the forms side by side to revise these lengths).
 
 
 def quadratic_max_len_for(device: torch.device) -> int:
@@ -56,8 +64,11 @@ def quadratic_max_len_for(device: torch.device) -> int:
 
 
 def choose_causal_form(device: torch.device, length: int) -> str:
-    """``auto``'s choice: quadratic up to the device's crossover length, chunked beyond."""
-    return "quadratic" if length <= quadratic_max_len_for(device) else "chunk"
+    """``auto``'s choice: quadratic up to the device's crossover length, chunked beyond (on
+    CUDA fla-core's chunked kernel when it is installed)."""
+    if length <= quadratic_max_len_for(device):
+        return "quadratic"
+    return "fla_chunk" if device.type == "cuda" and fla_available(device) else "chunk"
 
 
 def causal_form(name: str, block_size: int = DEFAULT_BLOCK_SIZE) -> CausalRead:
@@ -79,8 +90,10 @@ def causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
 
 
 __all__ = [
-    "CAUSAL_FORMS", "DEFAULT_BLOCK_SIZE", "DEFAULT_QUADRATIC_MAX_LEN", "FORM_CHOICES",
+    "CAUSAL_FORMS", "DEFAULT_BLOCK_SIZE", "DEFAULT_QUADRATIC_MAX_LEN", "FLA_FORMS", "FORM_CHOICES",
     "authors_causal_read", "causal_form", "causal_read", "causal_step", "choose_causal_form",
-    "chunk_causal_read", "empty_state", "fused_causal_step", "naive_causal_read",
-    "quadratic_causal_read", "quadratic_max_len_for", "recurrent_causal_read",
+    "chunk_causal_read", "empty_state", "fla_available", "fla_causal_step",
+    "fla_chunk_causal_read", "fla_recurrent_causal_read", "fused_causal_step",
+    "naive_causal_read", "quadratic_causal_read", "quadratic_max_len_for",
+    "recurrent_causal_read",
 ]
