@@ -19,7 +19,7 @@ sys.path.insert(0, ROOT)
 
 from memsizer_fairseq.tools.compare.state_size import decoding_profile  # noqa: E402
 from memsizer_fairseq.tools.toolkit import fairseq_cli  # noqa: E402
-from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation  # noqa: E402
+from memsizer_fairseq.tools.tasks import TRANSLATION, Layout  # noqa: E402
 
 MODEL_SIZE = [
     "--encoder-layers", "2", "--decoder-layers", "2",
@@ -132,16 +132,18 @@ def run(args):
     raw = os.path.join(args.workdir, "raw")
     data = os.path.join(args.workdir, "data-bin")
     print(f"[1/4] building a toy translation corpus in {raw}", flush=True)
-    prefixes = write_toy_translation(
-        raw, {"train": args.train_size, "valid": 300, "test": args.test_size}, seed=args.seed
-    )
+    layout = Layout(("src", "tgt"))  # word level: no sentencepiece step
+    TRANSLATION.write_tiny_corpus(
+        raw, layout, {"train": args.train_size, "valid": 300, "test": args.test_size},
+        seed=args.seed)
+    prefixes = {split: layout.prefix(raw, split) for split in ("train", "valid", "test")}
     print("[2/4] fairseq-preprocess", flush=True)
     if os.path.isdir(data):
         shutil.rmtree(data)  # an earlier run's binarized corpus (the corpus is rebuilt)
     fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
 
     results = {}
-    for step, arch in ((3, "memsizer_transformer"), (3, "transformer")):
+    for step, arch in ((3, TRANSLATION.archs["memsizer"]), (3, TRANSLATION.archs["transformer"])):
         save_dir = os.path.join(args.workdir, "checkpoints", arch)
         print(f"[{step}/4] fairseq-train --arch {arch} ({args.updates} updates)", flush=True)
         start = time.time()

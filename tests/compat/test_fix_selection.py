@@ -75,3 +75,15 @@ def test_fairseq_commands_log_the_fixes_installed():
 def test_every_fix_says_what_it_changes():
     for fix in compat.fix_table().values():
         assert fix.changes and callable(fix.install)
+
+
+def test_the_readme_says_what_each_fix_changes():
+    """The README's table has one row per fix, in the table's order."""
+    import os
+    import re
+
+    readme = open(os.path.join(REPO_ROOT, "README.md")).read()
+    section = readme[readme.index("### What the plugin changes in fairseq"):]
+    rows = re.findall(r"^\| `(\w+)` \| (.+) \|$", section.split("\n### ")[0], re.MULTILINE)
+    assert tuple(name for name, _ in rows) == NAMES
+    assert all(len(text) > 40 for _, text in rows)

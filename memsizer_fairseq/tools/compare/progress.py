@@ -11,7 +11,8 @@ import re
 from typing import Dict, List, Optional
 
 from ..toolkit import fairseq_output
-from .report import model_label, plot_run_curves, run_order, valid_metric
+from .plots import plot_run_curves
+from .tables import model_label, run_order, valid_metric
 
 _EARLY_STOP = re.compile(r"early stop since valid performance hasn't improved for last (\d+) runs")
 

@@ -17,6 +17,8 @@ with a larger ``--max-update`` resumes training from the last checkpoints. ``tin
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from .. import tasks
+from ..tasks import Task
 from ..toolkit.flags import Args, merge_args
 
 ARCHS = ("transformer", "memsizer")
@@ -41,20 +43,27 @@ class Budget:
 
 @dataclass(frozen=True)
 class TaskSettings:
-    name: str  # translation, summarization, language_modeling
-    corpus: str  # folder under ../shared/data
-    src: Optional[str]  # file extensions; None: one text file per split (language modelling)
-    tgt: Optional[str]
-    archs: Dict[str, str]  # transformer / memsizer -> --arch
+    """A task of the comparison: the task (files, measures, evaluator), the corpus it reads,
+    the flags both models share, the budgets."""
+
+    task: Task
+    corpus: str  # folder under ../shared/data, in the task's layout
     train: Args  # shared training flags
-    evaluate: Args  # fairseq-generate flags (translation, summarization) or fairseq-eval-lm
-    metric: str  # the task's quality measure
+    evaluate: Args  # fairseq-generate / -eval-lm flags over the task's
     full: Budget
     tiny: Budget
 
     @property
-    def paired(self) -> bool:
-        return self.src is not None
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def archs(self) -> Dict[str, str]:
+        return self.task.archs
+
+    def evaluate_flags(self, tiny: bool) -> Args:
+        return merge_args(merge_args(self.task.generation, self.evaluate),
+                          self.budget(tiny).evaluate)
 
     def budget(self, tiny: bool) -> Budget:
         return self.tiny if tiny else self.full
@@ -97,18 +106,15 @@ _TINY_TRAIN: Args = {"--max-tokens": 1024, "--lr": 2e-3, "--warmup-updates": 60,
                      "--log-interval": 10}
 
 TRANSLATION = TaskSettings(
-    name="translation", corpus="mt-en-de", src="en", tgt="de",
-    archs={"transformer": "transformer", "memsizer": "memsizer_transformer"},
+    task=tasks.TRANSLATION, corpus="mt-en-de",
     train=merge_args(_SEQ2SEQ_TRAIN, {
         "--task": "translation", "--eval-bleu": True,
         "--eval-bleu-args": '{"beam": 1, "max_len_a": 1.2, "max_len_b": 10}',
         "--eval-bleu-remove-bpe": "sentencepiece", "--best-checkpoint-metric": "bleu",
         "--maximize-best-checkpoint-metric": True,
     }),
-    evaluate={"--task": "translation", "--beam": 4, "--lenpen": 0.6, "--max-len-a": 1.2,
-              "--max-len-b": 10, "--max-tokens": 8000,
-              "--post-process": "sentencepiece", "--scoring": "sacrebleu"},
-    metric="sacreBLEU",
+    evaluate={"--beam": 4, "--lenpen": 0.6, "--max-len-a": 1.2, "--max-len-b": 10,
+              "--max-tokens": 8000},
     full=Budget(max_update=1200, validate_every=150, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
                 valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
     tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
@@ -116,8 +122,7 @@ TRANSLATION = TaskSettings(
 )
 
 SUMMARIZATION = TaskSettings(
-    name="summarization", corpus="sum-debian", src="src", tgt="tgt",
-    archs={"transformer": "transformer", "memsizer": "memsizer_transformer"},
+    task=tasks.SUMMARIZATION, corpus="sum-debian",
     train=merge_args(_SEQ2SEQ_TRAIN, {
         "--task": "summarization", "--truncate-source": "true",
         "--max-source-positions": 512, "--max-target-positions": 512,
@@ -125,11 +130,9 @@ SUMMARIZATION = TaskSettings(
         "--eval-rouge-remove-bpe": "sentencepiece", "--best-checkpoint-metric": "rouge_l",
         "--maximize-best-checkpoint-metric": True,
     }),
-    evaluate={"--task": "summarization", "--truncate-source": "true",
-              "--max-source-positions": 512, "--max-target-positions": 512,
-              "--beam": 4, "--lenpen": 1.0, "--max-len-b": 40,
-              "--max-tokens": 8000, "--post-process": "sentencepiece", "--scoring": "rouge"},
-    metric="ROUGE",
+    evaluate={"--truncate-source": "true", "--max-source-positions": 512,
+              "--max-target-positions": 512, "--beam": 4, "--lenpen": 1.0, "--max-len-b": 40,
+              "--max-tokens": 8000},
     full=Budget(max_update=1200, validate_every=100, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
                 valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
     tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
@@ -150,8 +153,7 @@ def _lm_model(layers: int, width: int, ffn: int, heads: int) -> Args:
 
 
 LANGUAGE_MODELING = TaskSettings(
-    name="language_modeling", corpus="lm-debian", src=None, tgt=None,
-    archs={"transformer": "transformer_lm", "memsizer": "memsizer_lm"},
+    task=tasks.LANGUAGE_MODELING, corpus="lm-debian",
     train=merge_args(_COMMON_TRAIN, {
         "--task": "language_modeling", "--tokens-per-sample": 256,
         "--sample-break-mode": "none", "--criterion": "cross_entropy",
@@ -159,9 +161,8 @@ LANGUAGE_MODELING = TaskSettings(
         # Transformer (NLL 7.995 -> 7.644) and for Memsizer (8.110 -> 7.799); see the README
         "--max-tokens": 4096, "--lr": 2e-3, "--warmup-updates": 100,
     }),
-    evaluate={"--task": "language_modeling", "--tokens-per-sample": 256,
-              "--context-window": 128, "--max-tokens": 4096, "--sample-break-mode": "none"},
-    metric="perplexity",
+    evaluate={"--tokens-per-sample": 256, "--context-window": 128, "--max-tokens": 4096,
+              "--sample-break-mode": "none"},
     full=Budget(max_update=450, validate_every=50, spm_vocab=8000, valid_lines=3000,
                 model=_lm_model(layers=4, width=256, ffn=1024, heads=4),
                 frontier={"k64": "--causal-proj-dim 64"}),

@@ -1,49 +1,43 @@
 """The recipes: the paper's fairseq-train / -generate / -eval-lm flags per data set, and what
 ``--tiny`` changes so that the same steps run in minutes on a CPU."""
-import os
 from dataclasses import dataclass, field, replace
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
+from .. import tasks
+from ..tasks import Layout, Task
 from ..toolkit.flags import Args, Value, merge_args
 
 
 @dataclass(frozen=True)
 class Tiny:
-    """What ``--tiny`` changes: the corpus, the vocabulary, the model size and the schedule."""
+    """What ``--tiny`` changes: the corpus (the task's synthetic one), the vocabulary, the model
+    size and the schedule."""
 
     train: Args
     evaluate: Args = field(default_factory=dict)
-    sizes: Dict[str, int] = field(default_factory=lambda: {"train": 3000, "valid": 100,
-                                                           "test": 100})
     spm_vocab: int = 400
 
 
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    task: str  # examples/<task>/
+    task: Task  # its scripts: examples/<task.name>/
     title: str
-    corpus: str  # synthetic corpus kind for --tiny
-    src: Optional[str]  # None: language modelling (one stream of text)
-    tgt: Optional[str]
+    layout: Layout  # the raw files the user provides
+    about: str  # what they hold
     spm_vocab: Optional[int]  # joined sentencepiece vocabulary; None: word level
     train: Args
-    evaluate_tool: str  # "generate" or "eval-lm"
-    evaluate: Args
+    evaluate: Args  # fairseq-generate / -eval-lm flags over the task's
     tiny: Tiny
-    layout: str  # the raw files the user provides
+    tiny_style: Optional[str] = None  # the synthetic corpus's style (default: the task's)
     preprocess: Args = field(default_factory=dict)
     spm_options: Dict[str, Value] = field(default_factory=dict)
 
-    @property
-    def splits(self) -> Tuple[str, ...]:
-        return ("train", "valid", "test")
+    def evaluate_flags(self) -> Args:
+        return merge_args(self.task.generation, self.evaluate)
 
-    def raw_files(self, raw_dir: str) -> List[str]:
-        if self.src is None:
-            return [os.path.join(raw_dir, f"wiki.{s}.tokens") for s in self.splits]
-        return [os.path.join(raw_dir, f"{s}.{lang}") for s in self.splits
-                for lang in (self.src, self.tgt)]
+    def describe_files(self) -> str:
+        return f"{self.layout.describe()}: {self.about}"
 
 
 # Flags every --tiny run adds (CPU, quiet, small checkpoints) or drops (GPU-only, big batches).
@@ -75,21 +69,22 @@ _MT_TINY_TRAIN: Args = {
 _MT_TINY_EVALUATE: Args = {"--max-len-b": 50}
 
 WMT16_EN_DE = Recipe(
-    name="wmt16_en_de", task="translation", title="WMT16 English-German (the paper's MT run)",
-    corpus="translation", src="en", tgt="de", spm_vocab=32000,
+    name="wmt16_en_de", task=tasks.TRANSLATION,
+    title="WMT16 English-German (the paper's MT run)",
+    layout=Layout(("en", "de")), spm_vocab=32000,
+    about="WMT16 En-De training data (4.5M pairs), newstest2013 as valid, newstest2014 as "
+          "test; untokenized, one sentence per line, line i of .en aligned with line i of .de",
     train=_MT_TRAIN,
-    evaluate_tool="generate",
-    evaluate={"--task": "translation", "--beam": 4, "--lenpen": 0.6, "--max-tokens": 8000,
-              "--post-process": "sentencepiece", "--scoring": "sacrebleu"},
+    evaluate={"--beam": 4, "--lenpen": 0.6, "--max-tokens": 8000},
     tiny=Tiny(train=_MT_TINY_TRAIN, evaluate=_MT_TINY_EVALUATE),
-    layout="train.en train.de (WMT16 En-De training data, 4.5M pairs), valid.en valid.de "
-           "(newstest2013), test.en test.de (newstest2014); plain untokenized text, one "
-           "sentence per line, line i of .en aligned with line i of .de",
 )
 
 IWSLT14_DE_EN = Recipe(
-    name="iwslt14_de_en", task="translation", title="IWSLT14 German-English",
-    corpus="translation", src="de", tgt="en", spm_vocab=10000,
+    name="iwslt14_de_en", task=tasks.TRANSLATION, title="IWSLT14 German-English",
+    layout=Layout(("de", "en")), spm_vocab=10000,
+    about="the IWSLT14 De-En TED talks split as fairseq's "
+          "examples/translation/prepare-iwslt14.sh makes it (160k / 7k / 6.8k pairs), before "
+          "its BPE step; one sentence per line",
     # fairseq's IWSLT14 recipe with the paper's Memsizer decoder (the paper has no IWSLT run)
     train=merge_args(_MT_TRAIN, {
         "--arch": "memsizer_transformer_iwslt_de_en", "--share-all-embeddings": None,
@@ -97,15 +92,10 @@ IWSLT14_DE_EN = Recipe(
         "--weight-decay": 0.0001, "--max-tokens": 4096, "--update-freq": None,
         "--fp16": None, "--max-update": 50000,
     }),
-    evaluate_tool="generate",
-    evaluate={"--task": "translation", "--beam": 5, "--max-tokens": 8000,
-              "--post-process": "sentencepiece", "--scoring": "sacrebleu"},
+    evaluate={"--beam": 5, "--max-tokens": 8000},
     tiny=Tiny(train=merge_args(_MT_TINY_TRAIN, {"--share-decoder-input-output-embed": None,
                                                 "--share-all-embeddings": True}),
               evaluate=_MT_TINY_EVALUATE),
-    layout="train.de train.en, valid.de valid.en, test.de test.en: the IWSLT14 De-En TED "
-           "talks split as fairseq's examples/translation/prepare-iwslt14.sh makes it (160k / "
-           "7k / 6.8k pairs), before its BPE step; one sentence per line",
 )
 
 # --- summarization -----------------------------------------------------------------------
@@ -129,29 +119,25 @@ _SUM_TINY_TRAIN: Args = {
 _SUM_TINY_EVALUATE: Args = {"--min-len": 5, "--max-len-b": 60, "--lenpen": 1.0}
 
 CNN_DM = Recipe(
-    name="cnn_dm", task="summarization", title="CNN/DailyMail (abstractive, multi-sentence)",
-    corpus="cnn_dm", src="source", tgt="target", spm_vocab=32000,
+    name="cnn_dm", task=tasks.SUMMARIZATION,
+    title="CNN/DailyMail (abstractive, multi-sentence)",
+    layout=Layout(("source", "target")), spm_vocab=32000,
+    about="the non-anonymized CNN/DailyMail split of See et al. (287k / 13k / 11k articles), "
+          "one article (.source) or its highlights joined into one line (.target) per line",
     train=_SUM_TRAIN,
-    evaluate_tool="generate",
-    evaluate={"--task": "summarization", "--beam": 4, "--lenpen": 2.0, "--max-len-b": 140,
-              "--min-len": 55, "--no-repeat-ngram-size": 3, "--max-tokens": 16384,
-              "--post-process": "sentencepiece", "--scoring": "rouge",
-              "--rouge-use-stemmer": True},
-    tiny=Tiny(train=_SUM_TINY_TRAIN, evaluate=_SUM_TINY_EVALUATE),
-    layout="train.source train.target, valid.source valid.target, test.source test.target: "
-           "the non-anonymized CNN/DailyMail split of See et al. (287k / 13k / 11k articles), "
-           "one article (.source) or its highlights joined into one line (.target) per line",
+    evaluate={"--beam": 4, "--lenpen": 2.0, "--max-len-b": 140, "--min-len": 55,
+              "--no-repeat-ngram-size": 3, "--max-tokens": 16384, "--rouge-use-stemmer": True},
+    tiny=Tiny(train=_SUM_TINY_TRAIN, evaluate=_SUM_TINY_EVALUATE), tiny_style="cnn_dm",
 )
 
 # XSum: CNN/DailyMail's recipe with BART's XSum decoding (beam 6, short one-sentence outputs)
 XSUM = replace(
-    CNN_DM, name="xsum", title="XSum (abstractive, one sentence)", corpus="xsum",
+    CNN_DM, name="xsum", title="XSum (abstractive, one sentence)", tiny_style="xsum",
     train=merge_args(_SUM_TRAIN, {"--max-update": 50000}),
     evaluate=merge_args(CNN_DM.evaluate, {"--beam": 6, "--lenpen": 1.0, "--max-len-b": 60,
                                           "--min-len": 10}),
-    layout="train.source train.target, valid.source valid.target, test.source test.target: "
-           "XSum's official split (204k / 11k / 11k BBC articles), one article or its "
-           "one-sentence summary per line",
+    about="XSum's official split (204k / 11k / 11k BBC articles), one article or its "
+          "one-sentence summary per line",
 )
 
 # --- language modelling --------------------------------------------------------------------
@@ -160,8 +146,10 @@ XSUM = replace(
 # per sample, dropout 0.2, NAG with the cosine schedule, fp16 from loss scale 8, seed 8: the
 # authors' command.
 WIKITEXT103 = Recipe(
-    name="wikitext103", task="language_modeling", title="Wikitext-103 (word level)",
-    corpus="wikitext", src=None, tgt=None, spm_vocab=None,
+    name="wikitext103", task=tasks.LANGUAGE_MODELING, title="Wikitext-103 (word level)",
+    layout=Layout(("tokens",), pattern="wiki.{split}.{side}"), spm_vocab=None,
+    about="Wikitext-103 v1 (word level, 103M / 218k / 246k tokens) as distributed "
+          "(wikitext-103-v1.zip)",
     preprocess={"--only-source": True},
     train={
         "--task": "language_modeling", "--arch": "memsizer_lm_wiki103",
@@ -174,8 +162,7 @@ WIKITEXT103 = Recipe(
         "--fp16": True, "--fp16-init-scale": 8,
         "--ddp-backend": "legacy_ddp", "--skip-invalid-size-inputs-valid-test": True,
     },
-    evaluate_tool="eval-lm",
-    evaluate={"--task": "language_modeling", "--sample-break-mode": "complete",
+    evaluate={"--sample-break-mode": "complete",
               "--tokens-per-sample": 512, "--context-window": 400, "--max-tokens": 3072,
               "--softmax-batch": 1024},
     tiny=Tiny(
@@ -190,14 +177,11 @@ WIKITEXT103 = Recipe(
             "--share-decoder-input-output-embed": True,
         },
         evaluate={"--tokens-per-sample": 128, "--context-window": 64, "--max-tokens": 1024},
-        sizes={"train": 300, "valid": 20, "test": 20},
     ),
-    layout="wiki.train.tokens wiki.valid.tokens wiki.test.tokens: Wikitext-103 v1 "
-           "(word level, 103M / 218k / 246k tokens) as distributed (wikitext-103-v1.zip)",
 )
 
 RECIPES: Dict[str, Recipe] = {r.name: r for r in (WMT16_EN_DE, IWSLT14_DE_EN, CNN_DM, XSUM,
                                                   WIKITEXT103)}
 TASK_RECIPES: Dict[str, List[str]] = {}
 for _recipe in RECIPES.values():
-    TASK_RECIPES.setdefault(_recipe.task, []).append(_recipe.name)
+    TASK_RECIPES.setdefault(_recipe.task.name, []).append(_recipe.name)

@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
+from ..tasks import SPLITS
 from ..toolkit import fairseq_cli, sentencepiece
 from ..toolkit.corpus_checks import check_corpus
 from ..toolkit.fairseq_output import result_line
 from ..toolkit.flags import Args, merge_args, render_args
-from ..toolkit.synthetic_corpora import write_toy_corpus
 from .catalog import TINY_COMMON, TINY_GENERATE, Recipe
 
 
@@ -57,15 +57,16 @@ class Runner:
 
     def preprocess_args(self) -> List[str]:
         r = self.recipe
-        if r.src is None:
-            prefix = lambda split: os.path.join(self.raw_dir, f"wiki.{split}.tokens")  # noqa
-            args: Args = {"--trainpref": prefix("train"), "--validpref": prefix("valid"),
-                          "--testpref": prefix("test")}
-        else:
-            prefix = lambda split: os.path.join(self.spm_dir, split)  # noqa
-            args = {"--source-lang": r.src, "--target-lang": r.tgt,
-                    "--trainpref": prefix("train"), "--validpref": prefix("valid"),
-                    "--testpref": prefix("test"), "--joined-dictionary": True}
+        layout = r.layout
+        if layout.paired:  # the sentencepiece pieces
+            prefix = lambda split: layout.prefix(self.spm_dir, split)  # noqa
+            args: Args = {"--source-lang": layout.sides[0], "--target-lang": layout.sides[1],
+                          "--trainpref": prefix("train"), "--validpref": prefix("valid"),
+                          "--testpref": prefix("test"), "--joined-dictionary": True}
+        else:  # word-level text as it is
+            prefix = lambda split: layout.file(self.raw_dir, split, layout.sides[0])  # noqa
+            args = {"--trainpref": prefix("train"), "--validpref": prefix("valid"),
+                    "--testpref": prefix("test")}
         args.update({"--destdir": self.data_bin, "--workers": self.workers})
         return render_args(merge_args(args, r.preprocess))
 
@@ -77,10 +78,10 @@ class Runner:
                 "--save-dir", self.save_dir, *self.extra_train]
 
     def evaluate_args(self) -> List[str]:
-        args = self.recipe.evaluate
+        args = self.recipe.evaluate_flags()
         if self.tiny:
             args = merge_args(merge_args(args, TINY_GENERATE), self.recipe.tiny.evaluate)
-        if self.recipe.evaluate_tool == "eval-lm":
+        if not self.recipe.task.paired:  # fairseq-eval-lm batches by --max-tokens
             args = merge_args(args, {"--batch-size": None})
         checkpoint = os.path.join(self.save_dir, "checkpoint_best.pt")
         return [self.data_bin, "--user-dir", fairseq_cli.USER_DIR, "--path", checkpoint,
@@ -100,23 +101,24 @@ class Runner:
 
     def step_raw(self):
         if self.tiny:
-            self.say(f"[raw] writing the synthetic {self.recipe.corpus} corpus to {self.raw_dir}")
+            r = self.recipe
+            self.say(f"[raw] writing a synthetic {r.task.name} corpus to {self.raw_dir}")
             if not self.dry_run:
-                write_toy_corpus(self.recipe.corpus, self.raw_dir, self.recipe.tiny.sizes,
-                                 src=self.recipe.src, tgt=self.recipe.tgt)
+                r.task.write_tiny_corpus(self.raw_dir, r.layout, style=r.tiny_style)
         self.check_raw()
 
     def check_raw(self):
         """Refuse missing or unusable raw files (before anything is written)."""
-        files = self.recipe.raw_files(self.raw_dir)
+        layout = self.recipe.layout
+        files = layout.files(self.raw_dir)
         missing = [p for p in files if not os.path.exists(p)]
         if missing and not self.dry_run:
             raise FileNotFoundError(
                 f"{self.recipe.name}: missing raw files {missing}; expected in --raw-dir: "
-                f"{self.recipe.layout}"
+                f"{self.recipe.describe_files()}"
             )
         if not self.dry_run:  # readable UTF-8 text, parallel sides of equal length
-            check_corpus(files, list(zip(files[::2], files[1::2])) if self.recipe.src else [])
+            check_corpus(files, layout.pairs(self.raw_dir))
 
     def step_spm(self):
         vocab = self.spm_vocab()
@@ -127,18 +129,18 @@ class Runner:
         model = os.path.join(self.spm_dir, "spm.model")
         options = sentencepiece.bpe_options(vocab, hard_vocab_limit=not self.tiny,
                                             workers=self.workers, **r.spm_options)
-        inputs = [os.path.join(self.raw_dir, f"train.{lang}") for lang in (r.src, r.tgt)]
+        layout = r.layout
+        inputs = [layout.file(self.raw_dir, "train", side) for side in layout.sides]
         self.say(f"[spm] learning a joined sentencepiece model on {' + '.join(inputs)}: "
                  + ", ".join(f"{k}={v}" for k, v in options.items()))
         if self.dry_run:
             return
         processor = sentencepiece.learn_bpe(inputs, model, options)
-        for split in r.splits:
-            for lang in (r.src, r.tgt):
-                source = os.path.join(self.raw_dir, f"{split}.{lang}")
-                target = os.path.join(self.spm_dir, f"{split}.{lang}")
-                sentencepiece.encode_file(processor, source, target, self.workers)
-        self.say(f"[spm] encoded {len(r.splits) * 2} files into {self.spm_dir}")
+        for split in SPLITS:
+            for side in layout.sides:
+                sentencepiece.encode_file(processor, layout.file(self.raw_dir, split, side),
+                                          layout.file(self.spm_dir, split, side), self.workers)
+        self.say(f"[spm] encoded {len(SPLITS) * len(layout.sides)} files into {self.spm_dir}")
 
     def step_preprocess(self):
         """fairseq-preprocess into a temporary folder renamed to ``data-bin`` when complete."""
@@ -160,8 +162,8 @@ class Runner:
 
     def binarized(self) -> bool:
         """Whether fairseq-preprocess finished here (the test split is written last)."""
-        r = self.recipe
-        last = "test.idx" if r.src is None else f"test.{r.src}-{r.tgt}.{r.tgt}.idx"
+        sides = self.recipe.layout.sides
+        last = f"test.{sides[0]}-{sides[1]}.{sides[1]}.idx" if len(sides) == 2 else "test.idx"
         return os.path.exists(os.path.join(self.data_bin, last))
 
     def run(self) -> RecipeResult:
@@ -184,7 +186,8 @@ class Runner:
             self.step_spm()
             self.step_preprocess()
         self.fairseq("train", self.train_args(), "train.log")
-        output = self.fairseq(self.recipe.evaluate_tool, self.evaluate_args(), "evaluate.log")
+        output = self.fairseq(self.recipe.task.evaluator.tool, self.evaluate_args(),
+                              "evaluate.log")
         result = result_line(output) if not self.dry_run else "(dry run)"
         seconds = time.time() - start
         self.say(result)

@@ -20,7 +20,7 @@ import os
 import random
 from typing import Dict, List, Optional, Tuple
 
-from .toy_data import write_parallel_splits, write_toy_translation
+from .toy_data import write_parallel_splits
 
 NAMES = ["alice", "bruno", "carla", "dmitri", "elena", "farid", "greta", "hiro", "ines",
          "jonas", "kemal", "lena", "marco", "nadia", "oscar", "priya", "quinn", "rosa"]
@@ -139,15 +139,3 @@ def write_toy_wikitext(
         paths[split] = path
     return paths
 
-
-def write_toy_corpus(kind: str, out_dir: str, sizes: Optional[Dict[str, int]] = None,
-                     seed: int = 1, src: Optional[str] = None, tgt: Optional[str] = None):
-    """Dispatch used by the recipes: ``translation``, ``cnn_dm``, ``xsum`` or ``wikitext``."""
-    if kind == "translation":
-        return write_toy_translation(out_dir, sizes, seed=seed, src=src or "src", tgt=tgt or "tgt")
-    if kind in ("cnn_dm", "xsum"):
-        return write_toy_summarization(out_dir, kind, sizes, seed=seed,
-                                       src=src or "source", tgt=tgt or "target")
-    if kind == "wikitext":
-        return write_toy_wikitext(out_dir, sizes, seed=seed)
-    raise ValueError(f"unknown toy corpus {kind!r}")

@@ -12,7 +12,7 @@ import torch
 
 from memsizer_fairseq.tools.toolkit.fairseq_cli import REPO_ROOT as ROOT
 from memsizer_fairseq.tools.toolkit import fairseq_cli
-from memsizer_fairseq.tools.compare.report import setup_table, uptraining_summary
+from memsizer_fairseq.tools.compare.tables import setup_table, uptraining_summary
 from memsizer_fairseq.tools.toolkit.fairseq_output import read_records, training_wall_seconds
 from memsizer_fairseq.tools.compare.state_size import decoding_state
 from memsizer_fairseq.tools.uptrain import convert_state, load_checkpoint

@@ -34,7 +34,7 @@ def run_tiny(name, tmp_path_factory):
         work = str(tmp_path_factory.mktemp(name))
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            result = recipes.main(["--task", recipe.task, name, "--tiny", "--work-dir", work])
+            result = recipes.main(["--task", recipe.task.name, name, "--tiny", "--work-dir", work])
         assert result.tiny and result.work_dir == work
         _TINY_RUNS[name] = (work, out.getvalue())
     return _TINY_RUNS[name]
@@ -46,9 +46,9 @@ def test_tiny_recipe_runs_end_to_end_and_learns(name, tmp_path_factory):
     lines = output.strip().splitlines()
     assert re.match(rf"^== {name} tiny: done in \d+s$", lines[-1]), lines[-3:]
     result = lines[-2]
-    for step in ("fairseq-preprocess", "fairseq-train", RECIPES[name].evaluate_tool):
+    for step in ("fairseq-preprocess", "fairseq-train", RECIPES[name].task.evaluator.tool):
         assert any(line.startswith("$ ") and step in line for line in lines), step
-    task = RECIPES[name].task
+    task = RECIPES[name].task.name
     if task == "translation":
         match = BLEU.match(result)
         assert match and float(match.group(1)) > 50.0, result
@@ -62,7 +62,8 @@ def test_tiny_recipe_runs_end_to_end_and_learns(name, tmp_path_factory):
         assert match and float(match.group(2)) < 10.0, result
     if RECIPES[name].spm_vocab is not None:
         assert os.path.exists(os.path.join(work, "spm", "spm.model"))
-        assert "\u2581" in open(os.path.join(work, "spm", "train." + RECIPES[name].src)).read()
+        pieces = os.path.join(work, "spm", "train." + RECIPES[name].layout.sides[0])
+        assert "\u2581" in open(pieces).read()
     assert os.path.exists(os.path.join(work, "checkpoints", "checkpoint_best.pt"))
 
 
@@ -92,7 +93,7 @@ def test_real_data_commands_parse_with_fairseq(name, tmp_path):
     assert train.user_dir == fairseq_cli.USER_DIR
     assert train.save_dir == runner.save_dir
     assert not hasattr(train, "cpu") or not train.cpu
-    if RECIPES[name].evaluate_tool == "generate":
+    if RECIPES[name].task.evaluator.tool == "generate":
         evaluate = _parse(options.get_generation_parser(), runner.evaluate_args())
         assert evaluate.post_process == "sentencepiece"
     else:
