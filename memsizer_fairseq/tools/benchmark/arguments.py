@@ -21,6 +21,7 @@ __all__ = [
     "check_output_folder",
     "dropout",
     "device",
+    "length_pairs",
     "names",
     "non_negative_int",
     "positive_float",
@@ -44,6 +45,20 @@ def positive_int_list(value) -> List[int]:
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers, got {value!r}"
+        ) from None
+
+
+def length_pairs(value) -> List[List[int]]:
+    """Comma-separated ``source:target`` pairs of positive lengths, e.g. ``30:30,400:60``."""
+    try:
+        pairs = []
+        for part in str(value).split(","):
+            source, target = part.strip().split(":")
+            pairs.append([positive_int(source.strip()), positive_int(target.strip())])
+        return pairs
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated source:target pairs of positive integers, got {value!r}"
         ) from None
 
 

@@ -40,12 +40,19 @@ def counted_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device,
+          clock: Callable[[], float] = time.perf_counter) -> float:
     synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return clock() - start
+
+
+def cpu_clock(device: torch.device) -> Callable[[], float]:
+    """The clock of a one-thread measurement: on CPU the calling thread's CPU time (what other
+    processes on the machine do not change), on CUDA the wall clock."""
+    return time.thread_time if device.type == "cpu" else time.perf_counter
 
 
 _cpu_baseline = {"rss": None}
@@ -156,10 +163,12 @@ def decode_step_time(model, prefix_len: int, batch: int, steps: int, device,
 
 @torch.no_grad()
 def beam_search_time(
-    model, src_len: int, out_len: int, batch: int, beam: int, device, with_state: bool = True
+    model, src_len: int, out_len: int, batch: int, beam: int, device, with_state: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Dict:
-    """fairseq's SequenceGenerator producing exactly ``out_len`` tokens per sentence;
-    ``with_state`` also measures the decoding state (one more, untimed, generation)."""
+    """fairseq's SequenceGenerator producing exactly ``out_len`` tokens per sentence (every
+    hypothesis: ``min_len`` = ``max_len_b``, EOS is suppressed until then); ``with_state`` also
+    measures the decoding state (one more, untimed, generation); ``clock`` times it."""
     vocab = model.decoder.dictionary
     src = random_words(model, batch, src_len, device)
     src[:, -1] = vocab.eos()
@@ -173,7 +182,7 @@ def beam_search_time(
         [model], vocab, beam_size=beam, max_len_a=0, max_len_b=out_len, min_len=out_len
     )
     reset_peak(device)
-    seconds = timed(lambda: generator.forward(sample), device)
+    seconds = timed(lambda: generator.forward(sample), device, clock)
     result = {
         "seconds": seconds,
         "sentences_per_second": batch / seconds,

@@ -82,6 +82,17 @@ def remove_self_attention(model):
     return model
 
 
+def remove_decoder_attention(model, cross: bool = True):
+    """An encoder-decoder model's bound: every decoder self-attention removed, and with
+    ``cross`` every cross-attention too (its encoder is left as it is)."""
+    remove_self_attention(model)
+    if cross:
+        for layer in model.decoder.layers:
+            if getattr(layer, "encoder_attn", None) is not None:
+                layer.encoder_attn = NoAttention(layer.encoder_attn)
+    return model
+
+
 class SdpaSelfAttention(MultiheadAttention):
     """fairseq's causal self-attention computed by PyTorch's fused
     ``scaled_dot_product_attention(..., is_causal=True)``: no ``T x T`` mask or score matrix is

@@ -7,6 +7,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 # The training-step kinds, in table order, with their names in the column titles.
 TRAIN_KINDS = {
     "memsizer": "memsizer",
+    "memsizer-chunk": "memsizer chunked (PyTorch)",
+    "memsizer-fla": "memsizer fla",
     "memsizer-quadratic": "memsizer two-GEMM",
     "memsizer-authors": "authors' form",
     "transformer": "transformer",
@@ -14,6 +16,12 @@ TRAIN_KINDS = {
     "no-attention": "no attention",
 }
 BEAM_KINDS = ("memsizer", "memsizer-softmax-cross", "transformer")
+# the decoding-step kinds, in plot order (memsizer-fla only where it was measured)
+DECODE_KINDS = ("memsizer", "memsizer-fla", "transformer", "no-attention")
+# the beam-bound section's (Memsizer, bound, name) pairs
+BOUND_PAIRS = (("memsizer", "memsizer-bound", "paper's Memsizer"),
+               ("memsizer-softmax-cross", "memsizer-softmax-cross-bound",
+                "Memsizer, softmax cross-attention"))
 NAN = float("nan")
 
 
@@ -72,15 +80,91 @@ def decode_table(rows: List[Dict]) -> List[str]:
         "matrix-product FLOPs memsizer / no-attention", "state B/sentence memsizer",
         "state B/sentence transformer", "peak MiB memsizer / transformer", "spread memsizer",
     )
+    fla = any(r["section"] == "decode" and r["kind"] == "memsizer-fla" for r in rows)
+    if fla:
+        out[0] = out[0][:-2] + _row("memsizer-fla ms/token", "memsizer-fla / no-attention",
+                                    "state B/sentence memsizer-fla", "peak MiB memsizer-fla")[1:]
+        out[1] += "---|" * 4
     for (length,), found in _grouped(rows, "decode", "prefix_len"):
         m, t, n = (found[kind] for kind in ("memsizer", "transformer", "no-attention"))
-        out.append(_row(
+        cells = [
             length, *(f"{_t(row) * 1e3:.3f}" for row in (m, t, n)),
             _x(_ratio(_t(t), _t(m))), _x(_ratio(_t(m), _t(n))), _x(_ratio(_flops(m), _flops(n))),
             f"{m['state_bytes_per_sentence']:.0f}", f"{t['state_bytes_per_sentence']:.0f}",
             f"{_mib(m.get('peak_bytes'))} / {_mib(t.get('peak_bytes'))}",
             f"{m['time']['spread']:.0%}",
+        ]
+        if fla:
+            f = found.get("memsizer-fla")
+            cells += ["-", "-", "-", "-"] if f is None else [
+                f"{_t(f) * 1e3:.3f}", _x(_ratio(_t(f), _t(n))),
+                f"{f['state_bytes_per_sentence']:.0f}", _mib(f.get("peak_bytes"))]
+        out.append(_row(*cells))
+    return out
+
+
+def bound_ratios(rows: List[Dict], target: float) -> List[Dict]:
+    """Per (source, target) length of the beam-bound section: each kind's seconds (minimum of
+    the repeats) and, for each Memsizer of :data:`BOUND_PAIRS`, its time over its bound's and
+    whether that meets ``target`` (``<=``)."""
+    out = []
+    bound_rows = [r for r in rows if r["section"] == "beam_bound"]
+    for src, length in dict.fromkeys((r["src_len"], r["out_len"]) for r in bound_rows):
+        found = {r["kind"]: r for r in bound_rows if (r["src_len"], r["out_len"]) == (src, length)}
+        entry = {"src_len": src, "out_len": length,
+                 "seconds": {kind: _t(row) for kind, row in found.items()}}
+        for memsizer, bound, _ in BOUND_PAIRS:
+            ratio = _ratio(_t(found.get(memsizer)), _t(found.get(bound)))
+            entry[f"{memsizer}/bound"] = ratio
+            entry[f"{memsizer}/bound ok"] = ratio == ratio and ratio <= target
+        out.append(entry)
+    return out
+
+
+def bound_table(result: Dict) -> List[str]:
+    section = result["beam_bound"]
+    target = section["target"]
+    out = _header(
+        "source -> target", "transformer s", "memsizer s", "memsizer bound s",
+        "memsizer / bound", f"target <= {target:g}", "softmax-cross s", "softmax-cross bound s",
+        "softmax-cross / bound", f"target <= {target:g}", "transformer / memsizer",
+    )
+    for entry in section["ratios"]:
+        sec = entry["seconds"]
+
+        def s(kind):
+            value = sec.get(kind, NAN)
+            return "-" if value != value else f"{value:.3f}"
+
+        def ratio(kind):
+            value = entry[f"{kind}/bound"]
+            met = "met" if entry[f"{kind}/bound ok"] else "not met"
+            return _x(value), "-" if value != value else met
+
+        out.append(_row(
+            f"{entry['src_len']} -> {entry['out_len']}", s("transformer"), s("memsizer"),
+            s("memsizer-bound"), *ratio("memsizer"), s("memsizer-softmax-cross"),
+            s("memsizer-softmax-cross-bound"), *ratio("memsizer-softmax-cross"),
+            _x(_ratio(sec.get("transformer"), sec.get("memsizer"))),
         ))
+    return out
+
+
+def profile_tables(profile: Dict) -> List[str]:
+    """The profile's top ops, Memsizer's beside its bound's (self CPU ms and calls)."""
+    kinds = profile["kinds"]
+    out = [f"Profile (torch.profiler, CPU, one beam search at {profile['src_len']} -> "
+           f"{profile['out_len']}): the ops with the most self CPU time.", ""]
+    names = {"memsizer": "paper's Memsizer", "memsizer-bound": "its bound (decoder attention "
+             "removed)"}
+    for kind, found in kinds.items():
+        out += [f"{names.get(kind, kind)}: {found['total_self_cpu_ms']:.1f} ms self CPU in all",
+                "", *_header("op", "self CPU ms", "share", "calls")]
+        for op in found["ops"]:
+            share = _ratio(op["self_cpu_ms"], found["total_self_cpu_ms"])
+            out.append(_row(f"`{op['name']}`", f"{op['self_cpu_ms']:.1f}", f"{share:.0%}",
+                            op["calls"]))
+        out.append("")
     return out
 
 
@@ -216,9 +300,27 @@ def markdown(result: Dict) -> str:
          f"{cfg['src_len']})", beam_table),
         ("train", f"Training step (forward + backward), batch {cfg['train_batch']}", train_table),
     )
+    lines += [f"Note: {note}" for note in result.get("notes", [])]
+    if result.get("notes"):
+        lines.append("")
     for section, title, table in sections:
         if any(r["section"] == section for r in rows):
             lines += [f"### {title}", "", *table(rows), ""]
+    if result.get("beam_bound"):
+        b = cfg["bound"]
+        lines += [
+            f"### Beam search at the bound (SequenceGenerator, {b['sentences']} sentences, beam "
+            f"{b['beam']}, d={b['dim']}, {b['layers']}+{b['layers']} layers, vocabulary "
+            f"{b['vocab']}, random weights, {b['threads']} thread(s), every hypothesis exactly "
+            f"the target length; minimum of {b['repeats']} interleaved repeats"
+            + (", CPU time of the thread)" if cfg["device"] == "cpu" else ")"),
+            "",
+            "The bound of the paper's Memsizer is the same network with every decoder attention "
+            "removed (self and cross); the bound of Memsizer with softmax cross-attention has "
+            "only its decoder self-attention removed.",
+            "", *bound_table(result), "",
+            *profile_tables(result["beam_bound"]["profile"]),
+        ]
     checks = result.get("targets") or []
     if checks:
         lines += ["### Targets", "",
@@ -238,11 +340,47 @@ def markdown(result: Dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(result: Dict, out_dir: str) -> List[str]:
+def _series(rows, x, y, **match):
+    """(x values, y values) of the measured rows that match, sorted by x."""
+    points = sorted(
+        (r[x], y(r)) for r in rows
+        if "time" in r and all(r.get(k) == v for k, v in match.items())
+    )
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def decode_series(rows: List[Dict]) -> Dict[str, Tuple[Tuple[list, list], Optional[tuple]]]:
+    """What the decoding plot draws, per measured kind of :data:`DECODE_KINDS`: (prefix
+    lengths, ms per token) and (prefix lengths, KiB of state per sentence), both for log axes;
+    the state is None for a kind that keeps none (0 bytes at every prefix: no point on a log
+    axis; the plot says it is left out)."""
+    out = {}
+    for kind in DECODE_KINDS:
+        match = dict(section="decode", kind=kind)
+        times = _series(rows, "prefix_len", lambda r: _t(r) * 1e3, **match)
+        if not times[0]:
+            continue
+        state = _series(rows, "prefix_len", lambda r: r["state_bytes_per_sentence"] / 2**10,
+                        **match)
+        out[kind] = (times, state if all(v > 0 for v in state[1]) else None)
+    return out
+
+
+def plots(result: Dict, out_dir: str, figures: Optional[Dict] = None) -> List[str]:
+    """Writes decode.png, beam.png and train.png (those whose section was measured), every axis
+    logarithmic; returns their paths. With ``figures`` (a dict) the figures are kept open
+    there, by file name, instead of closed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    class PlainLog(matplotlib.ticker.LogFormatter):
+        """matplotlib's log-axis labels (minor ones where the range is narrow), as ``%g``."""
+
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:.3g}"
 
     rows = result["rows"]
     written = []
@@ -251,31 +389,35 @@ def plots(result: Dict, out_dir: str) -> List[str]:
         path = os.path.join(out_dir, name)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
-        plt.close(fig)
+        if figures is None:
+            plt.close(fig)
+        else:
+            figures[name] = fig
         written.append(path)
 
     def series(x, y, **match):
-        """(x values, y values) of the measured rows that match, sorted by x."""
-        points = sorted(
-            (r[x], y(r)) for r in rows
-            if "time" in r and all(r.get(k) == v for k, v in match.items())
-        )
-        return [p[0] for p in points], [p[1] for p in points]
+        return _series(rows, x, y, **match)
 
     def label(ax, x, y, title, yscale="log", fontsize=None):
         """Every plot: a length on a log x axis against one quantity, a legend of the kinds."""
         ax.set(xscale="log", yscale=yscale, xlabel=f"{x} (tokens)", ylabel=y, title=title)
+        for axis in (ax.xaxis, ax.yaxis):  # 0.9, not 9 x 10^-1 (labels on narrow ranges too)
+            axis.set_major_formatter(PlainLog())
+            axis.set_minor_formatter(PlainLog())
         ax.legend(fontsize=fontsize)
 
     if any(r["section"] == "decode" for r in rows):
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        for kind in ("memsizer", "transformer", "no-attention"):
-            match = dict(section="decode", kind=kind)
-            ax1.plot(*series("prefix_len", lambda r: _t(r) * 1e3, **match), marker="o", label=kind)
-            kib = series("prefix_len", lambda r: r["state_bytes_per_sentence"] / 2**10, **match)
-            ax2.plot(*kib, marker="o", label=kind)
-        label(ax1, "prefix length", "ms per token", "Incremental decoding step", "linear")
-        label(ax2, "prefix length", "KiB per sentence", "Incremental state", "symlog")
+        for kind, (times, state) in decode_series(rows).items():
+            ax1.plot(*times, marker="o", label=kind)
+            if state is not None:
+                ax2.plot(*state, marker="o", label=kind)
+        label(ax1, "prefix length", "ms per token", "Incremental decoding step")
+        label(ax2, "prefix length", "KiB per sentence", "Incremental state")
+        stateless = [kind for kind, (_, state) in decode_series(rows).items() if state is None]
+        if stateless:  # nothing to draw on a log axis: said in the legend
+            ax2.legend(title=f"not shown: {', '.join(stateless)} (no state, 0 bytes)",
+                       title_fontsize=8)
         save(fig, "decode.png")
     if any(r["section"] == "beam" for r in rows):
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -9,6 +9,7 @@ from .models import (
     build,
     lm_flags,
     make_dictionary,
+    remove_decoder_attention,
     remove_self_attention,
     seq2seq_flags,
     set_causal_read,
@@ -26,7 +27,14 @@ LM_KINDS = {
     "transformer": ("transformer_lm", None),
     "transformer-sdpa": ("transformer_lm", use_sdpa_attention),
     "no-attention": ("memsizer_lm", remove_self_attention),
+    # flash-linear-attention's kernels (CUDA): the chunked read in training and prefill, fla's
+    # fused recurrent kernel for each decoding step (the layer's step follows its causal form)
+    "memsizer-fla": ("memsizer_lm", lambda model: set_causal_read(model, "fla_chunk")),
+    # PyTorch's chunked read at every length (where ``auto`` would choose fla's kernel)
+    "memsizer-chunk": ("memsizer_lm", lambda model: set_causal_read(model, "chunk")),
 }
+# the kinds on flash-linear-attention's kernels: measured only where fla_available(device)
+FLA_KINDS = ("memsizer-fla",)
 
 
 def lm_model(kind: str, cfg: Dict, max_positions: int):
@@ -35,7 +43,9 @@ def lm_model(kind: str, cfg: Dict, max_positions: int):
     (the two-GEMM read ``((A L^T) o mask) R`` at every length), ``memsizer-authors`` (the
     authors' ``T x B x k x d`` formulation), ``transformer`` (fairseq's softmax attention),
     ``transformer-sdpa`` (the same weights through PyTorch's fused causal
-    ``scaled_dot_product_attention``) and ``no-attention`` (self-attention removed)."""
+    ``scaled_dot_product_attention``), ``no-attention`` (self-attention removed),
+    ``memsizer-fla`` (flash-linear-attention's chunked kernel, and its recurrent kernel for a
+    decoding step) and ``memsizer-chunk`` (PyTorch's chunked read at every length)."""
     arch, change = LM_KINDS[kind]
     dictionary = make_dictionary(cfg["vocab"])
     flags = lm_flags(cfg["dim"], cfg["layers"], cfg["heads"], cfg.get("ffn"),
@@ -62,6 +72,118 @@ def seq2seq_model(kind: str, cfg: Dict, max_positions: int):
     arch, extra = SEQ2SEQ_KINDS[kind]
     flags = seq2seq_flags(cfg["dim"], cfg["layers"], cfg["heads"], max_positions) + extra
     return _place(build(arch, dictionary, flags), cfg)
+
+
+# beam search at the bound: kind -> (SEQ2SEQ_KINDS kind, what is removed: None, or whether the
+# cross-attention goes too)
+BOUND_KINDS = {
+    "transformer": ("transformer", None),
+    "memsizer": ("memsizer", None),
+    "memsizer-bound": ("memsizer", True),  # every decoder attention removed: self and cross
+    "memsizer-softmax-cross": ("memsizer-softmax-cross", None),
+    # only the decoder self-attention removed: the softmax cross-attention stays
+    "memsizer-softmax-cross-bound": ("memsizer-softmax-cross", False),
+}
+# (Memsizer, its bound) pairs whose ratio the section reports
+BOUND_PAIRS = (("memsizer", "memsizer-bound"),
+               ("memsizer-softmax-cross", "memsizer-softmax-cross-bound"))
+
+
+_bound_models: Dict = {}
+
+
+def bound_model(kind: str, bound: Dict, device: str, dtype: str):
+    """A model of the beam-bound section (sizes from ``bound``): a kind of
+    :data:`BOUND_KINDS`; built once per process (the profile reuses the measured models)."""
+    key = (kind, repr(sorted(bound.items())), device, dtype)
+    if key not in _bound_models:
+        _bound_models[key] = _build_bound_model(kind, bound, device, dtype)
+    return _bound_models[key]
+
+
+def _build_bound_model(kind: str, bound: Dict, device: str, dtype: str):
+    base, cross = BOUND_KINDS[kind]
+    cfg = dict(bound, device=device, dtype=dtype)
+    longest = max(max(pair) for pair in bound["lengths"]) + 64
+    model = seq2seq_model(base, cfg, longest)
+    if cross is not None:
+        remove_decoder_attention(model, cross=cross)
+    return model
+
+
+def _fresh_seed_call(fn, seed=0):
+    torch.manual_seed(seed)
+    return fn()
+
+
+def run_beam_bound(cfg: Dict, progress=None) -> List[Dict]:
+    """The beam-bound section: every kind of :data:`BOUND_KINDS` at every (source, target)
+    length of ``cfg["bound"]``, interleaved (round-robin over kinds and lengths, ``repeats``
+    rounds), with ``threads`` threads; on CPU the time is the thread's CPU time."""
+    bound = cfg["bound"]
+    device = torch.device(cfg["device"])
+    models = {kind: bound_model(kind, bound, cfg["device"], cfg["dtype"]) for kind in BOUND_KINDS}
+    jobs = [dict(section="beam_bound", kind=kind, src_len=src, out_len=out)
+            for src, out in bound["lengths"] for kind in BOUND_KINDS]
+    samples = {id(job): [] for job in jobs}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(bound["threads"])
+    try:
+        for _ in range(bound["repeats"]):
+            for job in jobs:
+                result = _fresh_seed_call(lambda: measure.beam_search_time(
+                    models[job["kind"]], job["src_len"], job["out_len"], bound["sentences"],
+                    bound["beam"], device, with_state=False, clock=measure.cpu_clock(device)))
+                samples[id(job)].append(result["seconds"])
+                job["peak_bytes"] = max(job.get("peak_bytes") or 0, result["peak_bytes"] or 0)
+                if progress:
+                    progress.update(1)
+    finally:
+        torch.set_num_threads(threads)
+    for job in jobs:
+        job["time"] = measure.summarize(samples[id(job)])
+    return jobs
+
+
+def profile_beam_bound(cfg: Dict, top: int = 10, rounds: int = 2) -> Dict:
+    """torch.profiler's ops with the most self CPU time during one beam search of the paper's
+    Memsizer and of its bound at the section's first (source, target) length (the profiler
+    times by the wall clock: the two are profiled in turn ``rounds`` times, and each keeps its
+    round with the least time in all)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    bound = cfg["bound"]
+    device = torch.device(cfg["device"])
+    src, out = bound["lengths"][0]
+    found = {"src_len": src, "out_len": out, "kinds": {}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(bound["threads"])
+    try:
+        for _ in range(rounds):
+            for kind in ("memsizer", "memsizer-bound"):
+                model = bound_model(kind, bound, cfg["device"], cfg["dtype"])
+
+                def search():
+                    return _fresh_seed_call(lambda: measure.beam_search_time(
+                        model, src, out, bound["sentences"], bound["beam"], device,
+                        with_state=False))
+
+                search()  # warm-up
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    search()
+                events = prof.key_averages()
+                total = sum(e.self_cpu_time_total for e in events) / 1e3
+                if total >= found["kinds"].get(kind, {}).get("total_self_cpu_ms", float("inf")):
+                    continue
+                ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+                found["kinds"][kind] = {
+                    "total_self_cpu_ms": total,
+                    "ops": [dict(name=e.key, self_cpu_ms=e.self_cpu_time_total / 1e3,
+                                 calls=e.count) for e in ops],
+                }
+    finally:
+        torch.set_num_threads(threads)
+    return found
 
 
 def _place(model, cfg):
@@ -98,9 +220,10 @@ def _measure(job: Dict, model, first: bool) -> Dict:
 
 def jobs_for(cfg: Dict) -> List[Dict]:
     jobs = []
+    fla = list(FLA_KINDS) if cfg.get("fla") else []
     if "decode" in cfg["sections"]:
         for prefix_len in cfg["prefix_lengths"]:
-            for kind in ("memsizer", "transformer", "no-attention"):
+            for kind in ["memsizer", *fla, "transformer", "no-attention"]:
                 jobs.append(dict(section="decode", kind=kind, prefix_len=prefix_len))
     if "beam" in cfg["sections"]:
         for out_len in cfg["out_lengths"]:
@@ -109,7 +232,9 @@ def jobs_for(cfg: Dict) -> List[Dict]:
                     jobs.append(dict(section="beam", kind=kind, out_len=out_len, batch=batch))
     if "train" in cfg["sections"]:
         for seq_len in cfg["train_lengths"]:
-            kinds = ["memsizer", "transformer", "transformer-sdpa", "no-attention"]
+            kinds = ["memsizer", *fla, "transformer", "transformer-sdpa", "no-attention"]
+            if fla:  # beside fla's kernel, PyTorch's read where auto would choose fla's
+                kinds.insert(1, "memsizer-chunk")
             if seq_len <= cfg["authors_max_len"]:
                 kinds.append("memsizer-authors")
             for kind in kinds:
@@ -119,8 +244,23 @@ def jobs_for(cfg: Dict) -> List[Dict]:
     return jobs
 
 
+def bound_job_count(cfg: Dict) -> int:
+    """How many measurements the beam-bound section makes (0 when it is not chosen)."""
+    if "beam_bound" not in cfg["sections"]:
+        return 0
+    return len(cfg["bound"]["lengths"]) * len(BOUND_KINDS) * cfg["bound"]["repeats"]
+
+
 def run(cfg: Dict, progress=None) -> List[Dict]:
-    """Every job ``repeats`` times, interleaved (round-robin over jobs), then summarized."""
+    """Every job ``repeats`` times, interleaved (round-robin over jobs), then summarized; the
+    beam-bound section's rows (its own sizes and repeats) after them."""
+    rows = _run_jobs(cfg, progress)
+    if "beam_bound" in cfg["sections"]:
+        rows += run_beam_bound(cfg, progress)
+    return rows
+
+
+def _run_jobs(cfg: Dict, progress=None) -> List[Dict]:
     jobs = jobs_for(cfg)
     models = {}
     for job in jobs:

@@ -42,7 +42,10 @@ import torch
 
 from . import arguments, measure, report, runner
 
-KINDS = tuple(report.TRAIN_KINDS)
+# the kinds measured by default; --kinds also takes memsizer-fla (flash-linear-attention's
+# kernels: CUDA with fla-core) and memsizer-chunk (PyTorch's chunked read at every length)
+KINDS = tuple(k for k in report.TRAIN_KINDS if k not in runner.FLA_KINDS + ("memsizer-chunk",))
+KIND_CHOICES = tuple(report.TRAIN_KINDS)
 # --quick: these defaults instead (flags given on the command line still win)
 QUICK = dict(lengths=[256, 512], dim=64, layers=1, heads=2, vocab=256, steps=1, warmup=1,
              rounds=1)
@@ -151,8 +154,9 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     count = arguments.positive_int
     p.add_argument("--lengths", type=arguments.positive_int_list,
                    default=[512, 1024, 2048, 4096, 8192], help="comma list of sequence lengths")
-    p.add_argument("--kinds", type=arguments.names(KINDS), default=list(KINDS),
-                   help="comma list of " + ",".join(KINDS))
+    p.add_argument("--kinds", type=arguments.names(KIND_CHOICES), default=list(KINDS),
+                   help="comma list of " + ",".join(KIND_CHOICES) + " (default "
+                   + ",".join(KINDS) + ")")
     p.add_argument("--dim", type=count, default=256)
     p.add_argument("--layers", type=count, default=2)
     p.add_argument("--heads", type=count, default=4)

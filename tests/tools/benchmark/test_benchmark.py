@@ -39,7 +39,7 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
     result = json.loads((out / "benchmark.json").read_text())
     assert {"machine", "config", "rows", "targets"} <= set(result)
     sections = {row["section"] for row in result["rows"]}
-    assert sections == {"decode", "beam", "train"}
+    assert sections == {"decode", "beam", "train", "beam_bound"}
     kinds = {(row["section"], row["kind"]) for row in result["rows"]}
     assert {
         ("decode", "memsizer"),
@@ -54,8 +54,16 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
         ("train", "memsizer-authors"),
         ("train", "no-attention"),
     } <= kinds
+    _check_beam_bound(result, proc.stdout)
+    # on a CPU flash-linear-attention's kernels are not timed, and the report says why
+    assert not any(row["kind"] == "memsizer-fla" for row in result["rows"])
+    assert any("memsizer-fla" in note and "CUDA" in note for note in result["notes"])
+    assert "Note: memsizer-fla" in proc.stdout
     for row in result["rows"]:
-        assert row["time"]["min"] > 0 and row["time"]["n"] == result["config"]["repeats"]
+        repeats = result["config"]["bound" if row["section"] == "beam_bound" else "repeats"]
+        if row["section"] == "beam_bound":
+            repeats = repeats["repeats"]
+        assert row["time"]["min"] > 0 and row["time"]["n"] == repeats
         assert "peak_bytes" in row
         if row["section"] in ("decode", "train"):
             assert row["flops"] > 0
@@ -89,6 +97,32 @@ def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
     for name in ("benchmark.md", "decode.png", "beam.png", "train.png"):
         assert (out / name).stat().st_size > 0
     assert "Incremental decoding" in proc.stdout
+
+
+def _check_beam_bound(result, stdout):
+    """The quick beam-bound section: every kind at every length, each Memsizer's ratio to its
+    bound beside the target, and the profile of Memsizer and its bound."""
+    from memsizer_fairseq.tools.benchmark.runner import BOUND_KINDS
+
+    bound = result["config"]["bound"]
+    rows = [row for row in result["rows"] if row["section"] == "beam_bound"]
+    assert {(r["kind"], r["src_len"], r["out_len"]) for r in rows} == {
+        (kind, src, out) for kind in BOUND_KINDS for src, out in bound["lengths"]}
+    section = result["beam_bound"]
+    assert section["target"] == 1.1
+    assert [[e["src_len"], e["out_len"]] for e in section["ratios"]] == bound["lengths"]
+    for entry in section["ratios"]:
+        for memsizer in ("memsizer", "memsizer-softmax-cross"):
+            ratio = entry[f"{memsizer}/bound"]
+            assert ratio > 0 and entry[f"{memsizer}/bound ok"] == (ratio <= 1.1)
+        assert set(entry["seconds"]) == set(BOUND_KINDS)
+    profile = section["profile"]
+    assert [profile["src_len"], profile["out_len"]] == bound["lengths"][0]
+    for kind in ("memsizer", "memsizer-bound"):
+        ops = profile["kinds"][kind]["ops"]
+        assert 0 < len(ops) <= 10 and all(op["self_cpu_ms"] >= 0 for op in ops)
+    assert "### Beam search at the bound" in stdout and "target <= 1.1" in stdout
+    assert "self CPU ms" in stdout
 
 
 def test_fused_attention_counts_the_flops_of_its_two_products():
