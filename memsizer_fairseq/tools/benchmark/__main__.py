@@ -24,7 +24,7 @@ import warnings
 import torch
 from tqdm import tqdm
 
-from . import arguments, report, runner
+from . import arguments, plots, report, runner
 
 FULL = dict(
     prefix_lengths=[16, 64, 256, 1024, 4096, 8192],
@@ -160,7 +160,7 @@ def main(argv=None):
     text = report.markdown(result)
     with open(os.path.join(args.out, "benchmark.md"), "w") as f:
         f.write(text)
-    written = report.plots(result, args.out)
+    written = plots.plots(result, args.out)
     print(text)
     print(
         "wrote",

@@ -5,7 +5,7 @@ import pytest
 
 from memsizer_fairseq.models.attention import MemsizerAttention
 from memsizer_fairseq.tools.benchmark import __main__ as benchmark
-from memsizer_fairseq.tools.benchmark import report, runner
+from memsizer_fairseq.tools.benchmark import plots, report, runner
 from memsizer_fairseq.tools.benchmark.models import NoAttention
 
 
@@ -71,7 +71,7 @@ def _rows():
 
 
 def test_the_decoding_plot_leaves_out_the_stateless_network_of_its_log_state_axis():
-    series = report.decode_series(_rows())
+    series = plots.decode_series(_rows())
     assert list(series) == ["memsizer", "transformer", "no-attention"]
     assert series["no-attention"][1] is None  # 0 bytes: no point on a log axis
     assert series["memsizer"][1][1] == [16392 / 2**10] * 3
@@ -82,7 +82,7 @@ def test_every_plot_has_log_axes(tmp_path):
     import matplotlib.pyplot as plt
 
     figures = {}
-    written = report.plots({"rows": _rows()}, str(tmp_path), figures)
+    written = plots.plots({"rows": _rows()}, str(tmp_path), figures)
     assert sorted(figures) == ["beam.png", "decode.png", "train.png"] and len(written) == 3
     try:
         for name, fig in figures.items():
