@@ -17,6 +17,7 @@ in the kernels, the state float32.
 On a CPU the kernels run only under Triton's interpreter (``TRITON_INTERPRET=1`` set before
 triton is imported): the tests check them there.
 """
+import functools
 import importlib
 import os
 from typing import Optional, Tuple
@@ -31,26 +32,32 @@ FLA_PACKAGE = "fla-core==0.5.2"
 _SLOT_MULTIPLE = 16  # tl.dot's smallest tile on a GPU
 
 
+@functools.lru_cache(maxsize=None)
+def _linear_attn():
+    """fla-core's linear-attention ops, or the ImportError that stopped them (looked up once:
+    ``auto`` asks at every read)."""
+    try:
+        return importlib.import_module("fla.ops.linear_attn")
+    except ImportError as error:
+        return error
+
+
 def fla_available(device: Optional[torch.device] = None) -> bool:
     """Whether fla-core's kernels can run on ``device`` (a CUDA device, or the CPU under
     Triton's interpreter)."""
     if device is not None and device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         return False
-    try:
-        importlib.import_module("fla.ops.linear_attn")
-    except ImportError:
-        return False
-    return True
+    return not isinstance(_linear_attn(), ImportError)
 
 
 def _ops():
-    try:
-        return importlib.import_module("fla.ops.linear_attn")
-    except ImportError as error:
+    ops = _linear_attn()
+    if isinstance(ops, ImportError):
         raise ImportError(
             f"the causal forms fla_chunk / fla_recurrent need flash-linear-attention's kernels: "
             f"pip install {FLA_PACKAGE} (with triton; on a CPU they run only under "
-            f"TRITON_INTERPRET=1)") from error
+            f"TRITON_INTERPRET=1)") from ops
+    return ops
 
 
 def _inputs(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor], slots_to: int = 0):
