@@ -19,7 +19,7 @@ sys.path.insert(0, ROOT)
 
 from memsizer_fairseq.tools.compare.state_size import decoding_profile  # noqa: E402
 from memsizer_fairseq.tools.toolkit import fairseq_cli  # noqa: E402
-from memsizer_fairseq.tools.tasks import TRANSLATION, Layout  # noqa: E402
+from memsizer_fairseq.tools.tasks import SPLITS, TRANSLATION, Layout  # noqa: E402
 
 MODEL_SIZE = [
     "--encoder-layers", "2", "--decoder-layers", "2",
@@ -136,7 +136,7 @@ def run(args):
     TRANSLATION.write_tiny_corpus(
         raw, layout, {"train": args.train_size, "valid": 300, "test": args.test_size},
         seed=args.seed)
-    prefixes = {split: layout.prefix(raw, split) for split in ("train", "valid", "test")}
+    prefixes = {split: layout.prefix(raw, split) for split in SPLITS}
     print("[2/4] fairseq-preprocess", flush=True)
     if os.path.isdir(data):
         shutil.rmtree(data)  # an earlier run's binarized corpus (the corpus is rebuilt)

@@ -36,6 +36,19 @@ class Layout:
             raise ValueError(f"{self.pattern}: fairseq-preprocess needs {{prefix}}.{{side}} files")
         return os.path.join(directory, self.pattern[:-len(".{side}")].format(split=split))
 
+    def preprocess_args(self, directory: str) -> Args:
+        """fairseq-preprocess's flags for the splits in ``directory``: source and target
+        prefixes with one joined dictionary, or (one side) each split's file as its own
+        prefix."""
+        if self.paired:
+            prefix = lambda split: self.prefix(directory, split)  # noqa: E731
+            langs: Args = {"--source-lang": self.sides[0], "--target-lang": self.sides[1],
+                           "--joined-dictionary": True}
+        else:
+            prefix = lambda split: self.file(directory, split, self.sides[0])  # noqa: E731
+            langs = {"--only-source": True}
+        return {**langs, **{f"--{split}pref": prefix(split) for split in SPLITS}}
+
     def files(self, directory: str) -> List[str]:
         return [self.file(directory, split, side) for split in SPLITS for side in self.sides]
 
@@ -83,9 +96,6 @@ class Measure:
         if self.relative:
             return f"{100 * self.tolerance:.0f}% {direction} it"
         return f"{self.tolerance:.1f} {direction} it"
-
-    def best(self, values: List[float]) -> Optional[float]:
-        return (max if self.higher_is_better else min)(values) if values else None
 
 
 def _generation_scores(output: str, read_quality: Callable[[str, fairseq_output.GenerationResult],

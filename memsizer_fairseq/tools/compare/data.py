@@ -10,6 +10,7 @@ from typing import Dict, Optional
 from ..tasks import SPLITS
 from ..toolkit import fairseq_cli, sentencepiece
 from ..toolkit.corpus_checks import check_corpus
+from ..toolkit.flags import merge_args, render_args
 from .settings import TaskSettings
 
 
@@ -53,17 +54,8 @@ def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: i
 def binarize(task: TaskSettings, spm_dir: str, data_bin: str, workers: int = 1) -> str:
     """fairseq-preprocess the pieces in ``spm_dir`` into ``data_bin``, written under a temporary
     name and renamed when complete: ``data_bin`` is either absent or whole."""
-    layout = task.task.layout
-    if layout.paired:  # fairseq-preprocess takes {prefix}.{lang}
-        prefix = lambda split: layout.prefix(spm_dir, split)  # noqa: E731
-        args = ["--source-lang", layout.sides[0], "--target-lang", layout.sides[1],
-                "--joined-dictionary"]
-    else:
-        prefix = lambda split: layout.file(spm_dir, split, layout.sides[0])  # noqa: E731
-        args = ["--only-source"]
-    args += ["--trainpref", prefix("train"), "--validpref", prefix("valid"),
-             "--testpref", prefix("test"), "--workers", str(workers)]
-    return fairseq_cli.binarize(args, data_bin)
+    args = merge_args(task.task.layout.preprocess_args(spm_dir), {"--workers": workers})
+    return fairseq_cli.binarize(render_args(args), data_bin)
 
 
 def corpus_stats(task: TaskSettings, spm_dir: str) -> Dict[str, int]:

@@ -61,4 +61,3 @@ class Evaluation:
         return time_generation(checkpoints, self.data_bin, budget.timing_prompts,
                                budget.timing_new_tokens, threads=self.threads,
                                device=self.device)
-

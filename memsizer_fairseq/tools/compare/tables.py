@@ -131,14 +131,14 @@ def uptraining_summary(name: str, state: Dict) -> Optional[Dict]:
     if "uptrain" not in stages:
         return None
     measure = TASKS[name].task.valid
-    key, label, higher = valid_metric(name)
+    key, higher = measure.key, measure.higher_is_better
     best = _best_value(stages["train"]["transformer"], key, higher)
     if best is None:
         return None
     first = next((int(r["num_updates"]) for r in stages["uptrain"]["valid"]
                   if key in r and measure.reached(r[key], best)), None)
     from_scratch = stages["train"]["transformer"]["updates"]
-    return {"metric": label, "transformer_best": best, "threshold": measure.threshold(best),
+    return {"metric": measure.label, "transformer_best": best, "threshold": measure.threshold(best),
             "within": measure.describe_tolerance(),
             "first_update": first, "from_scratch_updates": from_scratch,
             "fraction": first / from_scratch if first else None,

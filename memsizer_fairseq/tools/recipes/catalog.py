@@ -150,7 +150,6 @@ WIKITEXT103 = Recipe(
     layout=Layout(("tokens",), pattern="wiki.{split}.{side}"), spm_vocab=None,
     about="Wikitext-103 v1 (word level, 103M / 218k / 246k tokens) as distributed "
           "(wikitext-103-v1.zip)",
-    preprocess={"--only-source": True},
     train={
         "--task": "language_modeling", "--arch": "memsizer_lm_wiki103",
         "--tokens-per-sample": 512, "--sample-break-mode": "none",

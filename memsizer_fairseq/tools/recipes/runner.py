@@ -12,7 +12,7 @@ from ..tasks import SPLITS
 from ..toolkit import fairseq_cli, sentencepiece
 from ..toolkit.corpus_checks import check_corpus
 from ..toolkit.fairseq_output import result_line
-from ..toolkit.flags import Args, merge_args, render_args
+from ..toolkit.flags import merge_args, render_args
 from .catalog import TINY_COMMON, TINY_GENERATE, Recipe
 
 
@@ -57,17 +57,10 @@ class Runner:
 
     def preprocess_args(self) -> List[str]:
         r = self.recipe
-        layout = r.layout
-        if layout.paired:  # the sentencepiece pieces
-            prefix = lambda split: layout.prefix(self.spm_dir, split)  # noqa
-            args: Args = {"--source-lang": layout.sides[0], "--target-lang": layout.sides[1],
-                          "--trainpref": prefix("train"), "--validpref": prefix("valid"),
-                          "--testpref": prefix("test"), "--joined-dictionary": True}
-        else:  # word-level text as it is
-            prefix = lambda split: layout.file(self.raw_dir, split, layout.sides[0])  # noqa
-            args = {"--trainpref": prefix("train"), "--validpref": prefix("valid"),
-                    "--testpref": prefix("test")}
-        args.update({"--destdir": self.data_bin, "--workers": self.workers})
+        # the sentencepiece pieces, or word-level text as it is
+        pieces = self.spm_dir if r.spm_vocab is not None else self.raw_dir
+        args = merge_args(r.layout.preprocess_args(pieces),
+                          {"--destdir": self.data_bin, "--workers": self.workers})
         return render_args(merge_args(args, r.preprocess))
 
     def train_args(self) -> List[str]:
