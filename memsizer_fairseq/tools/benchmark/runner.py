@@ -1,5 +1,7 @@
 """Runs the benchmark sections: models side by side, interleaved and repeated."""
 
+import contextlib
+import time
 from typing import Dict, List
 
 import torch
@@ -111,9 +113,22 @@ def _build_bound_model(kind: str, bound: Dict, device: str, dtype: str):
     return model
 
 
-def _fresh_seed_call(fn, seed=0):
-    torch.manual_seed(seed)
-    return fn()
+@contextlib.contextmanager
+def _threads(count: int):
+    """torch's intra-op threads set to ``count`` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _bound_search(model, src_len: int, out_len: int, bound: Dict, device, clock=time.perf_counter):
+    """One beam search of the section's sizes, from the same seed every time."""
+    torch.manual_seed(0)
+    return measure.beam_search_time(model, src_len, out_len, bound["sentences"], bound["beam"],
+                                    device, with_state=False, clock=clock)
 
 
 def run_beam_bound(cfg: Dict, progress=None) -> List[Dict]:
@@ -126,20 +141,15 @@ def run_beam_bound(cfg: Dict, progress=None) -> List[Dict]:
     jobs = [dict(section="beam_bound", kind=kind, src_len=src, out_len=out)
             for src, out in bound["lengths"] for kind in BOUND_KINDS]
     samples = {id(job): [] for job in jobs}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(bound["threads"])
-    try:
+    with _threads(bound["threads"]):
         for _ in range(bound["repeats"]):
             for job in jobs:
-                result = _fresh_seed_call(lambda: measure.beam_search_time(
-                    models[job["kind"]], job["src_len"], job["out_len"], bound["sentences"],
-                    bound["beam"], device, with_state=False, clock=measure.cpu_clock(device)))
+                result = _bound_search(models[job["kind"]], job["src_len"], job["out_len"],
+                                       bound, device, measure.cpu_clock(device))
                 samples[id(job)].append(result["seconds"])
                 job["peak_bytes"] = max(job.get("peak_bytes") or 0, result["peak_bytes"] or 0)
                 if progress:
                     progress.update(1)
-    finally:
-        torch.set_num_threads(threads)
     for job in jobs:
         job["time"] = measure.summarize(samples[id(job)])
     return jobs
@@ -156,21 +166,13 @@ def profile_beam_bound(cfg: Dict, top: int = 10, rounds: int = 2) -> Dict:
     device = torch.device(cfg["device"])
     src, out = bound["lengths"][0]
     found = {"src_len": src, "out_len": out, "kinds": {}}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(bound["threads"])
-    try:
+    with _threads(bound["threads"]):
         for _ in range(rounds):
             for kind in ("memsizer", "memsizer-bound"):
                 model = bound_model(kind, bound, cfg["device"], cfg["dtype"])
-
-                def search():
-                    return _fresh_seed_call(lambda: measure.beam_search_time(
-                        model, src, out, bound["sentences"], bound["beam"], device,
-                        with_state=False))
-
-                search()  # warm-up
+                _bound_search(model, src, out, bound, device)  # warm-up
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    search()
+                    _bound_search(model, src, out, bound, device)
                 events = prof.key_averages()
                 total = sum(e.self_cpu_time_total for e in events) / 1e3
                 if total >= found["kinds"].get(kind, {}).get("total_self_cpu_ms", float("inf")):
@@ -181,8 +183,6 @@ def profile_beam_bound(cfg: Dict, top: int = 10, rounds: int = 2) -> Dict:
                     "ops": [dict(name=e.key, self_cpu_ms=e.self_cpu_time_total / 1e3,
                                  calls=e.count) for e in ops],
                 }
-    finally:
-        torch.set_num_threads(threads)
     return found
 
 
