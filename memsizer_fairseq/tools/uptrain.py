@@ -1,11 +1,14 @@
 """Turn a trained fairseq Transformer checkpoint into a Memsizer checkpoint ("uptraining").
 
-    python -m memsizer_fairseq.tools.uptrain TRANSFORMER.pt MEMSIZER.pt [--attention-init svd|paper]
-        [--causal-proj-dim K] [--cross-proj-dim K] [--q-init-scale S] [--kv-init-scale S]
-        [--encoder-use-memsizer] [--seed N]
+    python -m memsizer_fairseq.tools.uptrain TRANSFORMER.pt MEMSIZER.pt [--data DATA-BIN]
+        [--transfer-updates N] [--attention-init svd|paper] [--causal-proj-dim K]
+        [--cross-proj-dim K] [--q-init-scale S] [--kv-init-scale S] [--encoder-use-memsizer]
+        [--seed N] [--summary OUT.json]
 
 then fine-tune it with the usual command and ``--finetune-from-model MEMSIZER.pt`` (same width and
-depth flags as the Transformer, ``--arch`` the printed Memsizer architecture).
+depth flags as the Transformer, ``--arch`` the printed Memsizer architecture). With ``--data``
+(the Transformer's data directory) the converted attention layers first learn to reproduce the
+attention they replace (attention transfer, :mod:`.transfer`), everything else frozen.
 
 ``transformer*`` checkpoints become ``memsizer_transformer*`` and ``transformer_lm*`` become
 ``memsizer_lm*``. Every tensor of the Transformer that the Memsizer model also has is copied
@@ -28,6 +31,7 @@ Each attention layer that becomes Memsizer attention gets:
 """
 import argparse
 import copy
+import json
 import os
 import pickle
 import sys
@@ -36,6 +40,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .toolkit.plugin import uptrain_arch_map
+from .transfer import (
+    TransferError,
+    TransferResult,
+    TransferSettings,
+    add_transfer_args,
+    load_teacher,
+    transfer_attention,
+    transfer_settings,
+)
 
 # The Memsizer preset that extends each fairseq Transformer architecture (fairseq's names as keys).
 ARCH_MAP = uptrain_arch_map()
@@ -238,18 +251,48 @@ def load_checkpoint(path: str) -> Dict:
     return state
 
 
+def transfer_into(new_state: Dict, source: str, data: str, settings: TransferSettings,
+                  log=print) -> TransferResult:
+    """Attention transfer (:mod:`.transfer`) from the Transformer of ``source`` into the
+    converted checkpoint ``new_state`` (its model tensors are replaced), on ``data``."""
+    teacher, task = load_teacher(source, data)
+    student = task.build_model(new_state["cfg"]["model"])
+    student.load_state_dict(new_state["model"], strict=True)
+    result = transfer_attention(teacher, student, task, settings, log)
+    new_state["model"] = {key: tensor.detach().clone()
+                          for key, tensor in student.state_dict().items()}
+    return result
+
+
 def convert_checkpoint(source: str, target: str, overrides: Optional[Dict] = None,
-                       attention_init: str = "svd", seed: int = 1) -> Dict[str, List[str]]:
+                       attention_init: str = "svd", seed: int = 1, data: Optional[str] = None,
+                       transfer: Optional[TransferSettings] = None, log=print
+                       ) -> Dict[str, List[str]]:
+    """Convert ``source`` into ``target`` (with ``transfer`` settings: attention transfer on
+    ``data`` first); returns the report of :func:`convert_state`, with ``arch`` and, after a
+    transfer, its :class:`~.transfer.TransferResult` under ``transfer``."""
     from fairseq import checkpoint_utils
 
     from .toolkit.plugin import atomic_write
 
     new_state, report = convert_state(load_checkpoint(source), overrides, attention_init, seed)
+    if transfer is not None:
+        report["transfer"] = transfer_into(new_state, source, data, transfer, log)
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     # a killed conversion leaves no truncated target
     atomic_write(target, lambda path: checkpoint_utils.torch_persistent_save(new_state, path))
     report["arch"] = [new_state["cfg"]["model"].arch]
     return report
+
+
+def write_summary(path: str, report: Dict):
+    """The conversion as JSON: the architecture and, after a transfer, its updates, time and
+    each layer's relative output error before and after."""
+    summary = {"arch": report["arch"][0], "transfer_updates": 0, "seconds": 0.0, "layers": {}}
+    if "transfer" in report:
+        summary.update(report["transfer"].summary())
+    with open(path, "w") as f:
+        json.dump(summary, f, indent=1)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -261,22 +304,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--attention-init", choices=ATTENTION_INITS, default="svd",
                         help="Phi and W_l from the attention's bilinear form (svd) or the "
                              "paper's random initialisation (paper)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the random initialisation")
+    parser.add_argument("--seed", type=int, default=1,
+                        help="seed of the random initialisation and of the transfer's batches")
+    parser.add_argument("--summary", metavar="JSON",
+                        help="also write the conversion (and the transfer's errors) as JSON")
+    add_transfer_args(parser)
     from .toolkit.plugin import add_memsizer_args
 
     add_memsizer_args(parser)
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items()
-                 if k not in ("source", "target", "attention_init", "seed")}
+    own = ("source", "target", "attention_init", "seed", "summary", "data", "transfer_updates",
+           "transfer_lr", "transfer_max_tokens")
+    overrides = {k: v for k, v in vars(args).items() if k not in own}
     try:
+        settings = transfer_settings(args, args.seed)  # checked before anything is read
         report = convert_checkpoint(args.source, args.target, overrides, args.attention_init,
-                                    args.seed)
-    except (ConversionError, FileNotFoundError) as error:
+                                    args.seed, args.data, settings)
+    except (ConversionError, TransferError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {args.target}: --arch {report['arch'][0]}; {len(report['copied'])} tensors "
           f"copied, {len(report['initialised'])} Memsizer tensors initialised "
           f"({args.attention_init}), {len(report['dropped'])} attention tensors dropped")
+    if "transfer" in report:
+        result = report["transfer"]
+        print(f"attention transfer: {result.updates} updates in {result.seconds:.0f} s; "
+              "relative output error on the validation split, before -> after:")
+        for name, before in result.before.items():
+            print(f"  {name}: {before:.3f} -> {result.after[name]:.3f}")
+    if args.summary:
+        write_summary(args.summary, report)
     print(f"fine-tune with: fairseq-train ... --user-dir memsizer_fairseq "
           f"--arch {report['arch'][0]} --finetune-from-model {args.target}")
     return 0

@@ -1,4 +1,8 @@
-"""Uptraining into either cross-attention mode: what is copied is copied exactly."""
+"""Uptraining into either cross-attention mode: what is copied is copied exactly; attention
+transfer (``--data``) lowers each converted layer's error and touches nothing else."""
+import json
+import os
+
 import pytest
 import torch
 
@@ -71,3 +75,102 @@ def test_command_refuses_files_that_are_not_fairseq_checkpoints(tmp_path, capsys
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert list(tmp_path.iterdir()) == [source]  # nothing written
+
+
+# -- attention transfer (uptrain --data) ---------------------------------------------------------
+
+TRANSFORMER = [
+    "--arch", "transformer", "--encoder-layers", "1", "--decoder-layers", "2",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32", "--encoder-ffn-embed-dim", "64",
+    "--decoder-ffn-embed-dim", "64", "--encoder-attention-heads", "2",
+    "--decoder-attention-heads", "2", "--share-all-embeddings", "--optimizer", "adam",
+    "--lr", "3e-3", "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+    "--max-tokens", "600", "--seed", "3", "--cpu", "--num-workers", "0", "--max-update", "40",
+    "--no-epoch-checkpoints", "--no-save-optimizer-state", "--log-format", "simple",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_transformer(tmp_path_factory):
+    """A fairseq transformer trained for a few updates on the toy task: (checkpoint, data)."""
+    from fairseq_helpers import run_cli_in_process, write_translation_data
+
+    root = tmp_path_factory.mktemp("transfer")
+    data = write_translation_data(str(root))
+    save_dir = str(root / "ckpt")
+    run_cli_in_process("train", [data, *TRANSFORMER, "--save-dir", save_dir])
+    return os.path.join(save_dir, "checkpoint_last.pt"), data
+
+
+def test_attention_transfer_lowers_every_layers_error_and_leaves_the_rest_untouched(
+        trained_transformer, tmp_path):
+    from memsizer_fairseq.tools.transfer import TransferSettings
+    from memsizer_fairseq.tools.uptrain import convert_checkpoint, load_checkpoint
+
+    source, data = trained_transformer
+    plain, transferred = str(tmp_path / "plain.pt"), str(tmp_path / "transferred.pt")
+    convert_checkpoint(source, plain)
+    report = convert_checkpoint(source, transferred, data=data, transfer=TransferSettings(
+        updates=60, lr=3e-3, max_tokens=600), log=lambda line: None)
+    result = report["transfer"]
+    layers = {f"decoder.layers.{i}.{kind}" for i in range(2) for kind in ("self_attn",
+                                                                         "encoder_attn")}
+    assert set(result.before) == set(result.after) == layers
+    for name in layers:
+        assert result.after[name] < 0.8 * result.before[name], (name, result.before,
+                                                                 result.after)
+    before, after = load_checkpoint(plain)["model"], load_checkpoint(transferred)["model"]
+    assert before.keys() == after.keys()
+    learned = {key for key in after if key.rsplit(".", 2)[0] in layers}
+    assert learned == set(report["initialised"])
+    for key in after:
+        if key in learned:
+            continue
+        assert torch.equal(after[key], before[key]), key  # frozen: bit-identical
+    assert any(not torch.equal(after[key], before[key]) for key in learned)
+
+
+def test_transfer_summary_is_written_as_json(trained_transformer, tmp_path):
+    from memsizer_fairseq.tools.uptrain import main
+
+    source, data = trained_transformer
+    summary = tmp_path / "out.json"
+    assert main([source, str(tmp_path / "out.pt"), "--data", data, "--transfer-updates", "2",
+                 "--transfer-max-tokens", "300", "--summary", str(summary)]) == 0
+    written = json.loads(summary.read_text())
+    assert written["arch"] == "memsizer_transformer" and written["transfer_updates"] == 2
+    assert set(written["layers"]) == {f"decoder.layers.{i}.{kind}" for i in range(2)
+                                      for kind in ("self_attn", "encoder_attn")}
+    assert all(error["before"] > 0 and error["after"] > 0
+               for error in written["layers"].values())
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing data", "--data {tmp}/nowhere: no such directory"),
+    ("not binarized", "--data {tmp}: no binarized training split"),
+    ("no data", "--transfer-updates needs --data"),
+    ("not a transformer", "the checkpoint's --arch is 'lstm'"),
+])
+def test_uptrain_with_transfer_refuses_bad_input_in_one_line(trained_transformer, tmp_path,
+                                                              capsys, problem, message):
+    from memsizer_fairseq.tools.uptrain import load_checkpoint, main
+
+    source, data = trained_transformer
+    argv = ["--data", data]
+    if problem == "missing data":
+        argv = ["--data", str(tmp_path / "nowhere")]
+    elif problem == "not binarized":
+        argv = ["--data", str(tmp_path)]
+    elif problem == "no data":
+        argv = ["--transfer-updates", "5"]
+    elif problem == "not a transformer":
+        state = load_checkpoint(source)
+        state["cfg"]["model"].arch = state["cfg"]["model"]._name = "lstm"
+        source = str(tmp_path / "lstm.pt")
+        torch.save(state, source)
+    existing = set(tmp_path.iterdir())
+    target = tmp_path / "out.pt"
+    assert main([source, str(target), *argv, "--summary", str(tmp_path / "s.json")]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1, err
+    assert set(tmp_path.iterdir()) == existing  # nothing written
