@@ -5,9 +5,9 @@ read these; a new task is one more :class:`Task` here (and its budgets or recipe
 """
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .toolkit import fairseq_output
+from .toolkit import generation
 from .toolkit.flags import Args
 from .toolkit.synthetic_corpora import write_toy_summarization, write_toy_wikitext
 from .toolkit.toy_data import write_toy_translation
@@ -98,48 +98,41 @@ class Measure:
         return f"{self.tolerance:.1f} {direction} it"
 
 
-def _generation_scores(output: str, read_quality: Callable[[str, fairseq_output.GenerationResult],
-                                                            Optional[Dict]]) -> Dict:
-    """Quality, speed and output length of a fairseq-generate run."""
-    result = fairseq_output.parse_generation(output)
-    quality = read_quality(output, result)
-    if quality is None:
-        raise ValueError("no score line in fairseq-generate's output")
-    return {"sentences": result.sentences, "tokens": result.tokens,
-            "generation_seconds": result.seconds,
-            "sentences_per_second": result.sentences_per_second,
-            "tokens_per_second": result.tokens / result.seconds if result.seconds > 0 else None,
-            "length_ratio": fairseq_output.length_ratio(result), **quality}
-
-
-def _bleu(output, result):
-    return None if result.bleu is None else {"sacrebleu": result.bleu}
-
-
-def _rouge(output, result):
-    return fairseq_output.rouge_scores(output)
-
-
-def _lm_scores(output: str) -> Dict:
-    scores = fairseq_output.lm_scores(output)
-    if scores is None:
-        raise ValueError("no perplexity in fairseq-eval-lm's output")
-    return scores
-
-
 @dataclass(frozen=True)
 class Evaluator:
-    """The fairseq tool that scores the test set and how its output is read. ``times_generation``:
-    its output times generation (fairseq-generate); else the tools time it apart."""
+    """How a task's test set is scored, in-process: fairseq-generate's hypotheses scored by
+    ``score`` (the search timed), or fairseq-eval-lm's perplexity (generation timed apart)."""
 
-    tool: str
-    read: Callable[[str], Dict]
-    times_generation: bool
+    tool: str  # the fairseq command whose flags it takes: generate / eval-lm
+    score: Optional[Callable[[generation.Generated], Dict[str, float]]] = None
+
+    @property
+    def times_generation(self) -> bool:
+        return self.score is not None
+
+    def run(self, args: Sequence[str], log_path: Optional[str] = None
+            ) -> Tuple[Dict, Optional[generation.Generated]]:
+        """The scores (and the hypotheses) of fairseq-``tool`` ``args``."""
+        if self.score is None:
+            return generation.eval_lm(args, log_path), None
+        out = generation.generate(args, log_path)
+        hypotheses, references = out.ordered(out.hypotheses), out.ordered(out.references)
+        seconds = out.seconds or float("nan")
+        return {"sentences": out.sentences, "tokens": out.tokens,
+                "generation_seconds": out.seconds,
+                "sentences_per_second": out.sentences / seconds,
+                "tokens_per_second": out.tokens / seconds,
+                "length_ratio": out.length_ratio(), **self.score(hypotheses, references)}, out
+
+    def result_line(self, scores: Dict[str, float]) -> str:
+        return ", ".join(f"{key} = {value:.2f}" for key, value in scores.items()
+                         if key in _SCORE_KEYS)
 
 
-GENERATE_BLEU = Evaluator("generate", lambda output: _generation_scores(output, _bleu), True)
-GENERATE_ROUGE = Evaluator("generate", lambda output: _generation_scores(output, _rouge), True)
-EVAL_LM = Evaluator("eval-lm", _lm_scores, False)
+_SCORE_KEYS = ("sacrebleu", "rouge1", "rouge2", "rougeL", "loss_base2", "perplexity")
+GENERATE_BLEU = Evaluator("generate", lambda h, r: {"sacrebleu": generation.bleu(h, r)})
+GENERATE_ROUGE = Evaluator("generate", generation.rouge)
+EVAL_LM = Evaluator("eval-lm")
 
 
 @dataclass(frozen=True)

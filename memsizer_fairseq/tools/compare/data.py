@@ -58,6 +58,19 @@ def binarize(task: TaskSettings, spm_dir: str, data_bin: str, workers: int = 1) 
     return fairseq_cli.binarize(render_args(args), data_bin)
 
 
+def binarize_distilled(task: TaskSettings, pieces: str, spm_dir: str, data_bin: str, out: str,
+                       workers: int = 1) -> str:
+    """fairseq-preprocess the distilled training split in ``pieces`` with ``data_bin``'s
+    dictionaries, and the valid and test splits of ``spm_dir`` unchanged, into ``out``."""
+    layout = task.task.layout
+    source, target = layout.sides
+    args = merge_args(layout.preprocess_args(spm_dir), {
+        "--joined-dictionary": None, "--trainpref": layout.prefix(pieces, "train"),
+        "--srcdict": os.path.join(data_bin, f"dict.{source}.txt"),
+        "--tgtdict": os.path.join(data_bin, f"dict.{target}.txt"), "--workers": workers})
+    return fairseq_cli.binarize(render_args(args), out)
+
+
 def corpus_stats(task: TaskSettings, spm_dir: str) -> Dict[str, int]:
     """Lines and sentencepiece tokens per split (source side for pairs), for the report."""
     stats = {}

@@ -1,8 +1,9 @@
 """The comparison report's plots: training curves and the efficiency-accuracy frontier."""
 from typing import Dict, List, Optional
 
+from .run_state import parse_step
 from .settings import TASKS
-from .tables import model_label, point_label, trained_runs, valid_metric
+from .tables import model_label, valid_metric
 
 def _bytes(value: float, _position=None) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -24,33 +25,34 @@ def _pyplot():
 
 
 def plot_curves(name: str, state: Dict, path: str) -> Optional[str]:
-    """The training curves of a comparison's trained runs (None before its ``train`` stage)."""
-    stages = state["stages"]
-    if "train" not in stages:
-        return None
-    return plot_run_curves(name, trained_runs(stages), path)
+    """The training curves of a comparison's trained runs (None before any)."""
+    runs = {}
+    for stage, summary in state["stages"].items():
+        kind, config, seed = parse_step(stage)
+        if kind == "train":
+            runs[f"{model_label(config)}, seed {seed}"] = summary
+    return plot_run_curves(name, runs, path) if runs else None
 
 
 def plot_run_curves(name: str, runs: Dict[str, Dict], path: str) -> str:
-    """Training loss and validation score against updates, one line per run (run name ->
-    its ``train_inner`` and ``valid`` records)."""
+    """Training loss and validation score against updates, one line per run (label -> its
+    ``train_inner`` and ``valid`` records)."""
     plt = _pyplot()
     key, label, _ = valid_metric(name)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for run, summary in runs.items():
         train = summary["train_inner"]
-        left.plot([r["num_updates"] for r in train], [r["loss"] for r in train],
-                  label=model_label(run))
+        left.plot([r["num_updates"] for r in train], [r["loss"] for r in train], label=run)
         valid = [r for r in summary["valid"] if key in r]
         right.plot([r["num_updates"] for r in valid], [r[key] for r in valid], marker="o",
-                   label=model_label(run))
+                   label=run)
     left.set(xlabel="updates", ylabel="training loss (base 2)", title=f"{name}: training loss")
     right.set(xlabel="updates", ylabel=label, title=f"{name}: {label}")
     if key == "ppl":
         right.set_yscale("log")
     for axis in (left, right):
         axis.grid(alpha=0.3)
-        axis.legend()
+        axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -70,36 +72,39 @@ def _log_bytes_axis(axis, sizes: List[float]):
         axis.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
 
 
-def plot_frontier(task: str, points: List[Dict], path: str) -> Optional[str]:
-    """Quality against generation tokens/s and against decoding-state bytes, one labelled point
-    per configuration, the Transformer drawn as a star."""
-    if not points:
+def plot_frontier(task: str, points, path: str) -> Optional[str]:
+    """Quality against generation sentences/s and against decoding-state bytes, one labelled
+    point per configuration (``points``: a frame indexed by configuration, means over seeds),
+    the Transformer drawn as a star."""
+    if points.empty:
         return None
+    import os
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     plt = _pyplot()
     headline = TASKS[task].task.headline_measure()
-    quality, higher = headline.label, headline.higher_is_better
+    higher = headline.higher_is_better
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    panels = ((axes[0], "tokens_per_second", "generation tokens/s", "speed"),
+    panels = ((axes[0], "sentences_per_second", "generation sentences/s", "speed"),
               (axes[1], "state_bytes", "decoding state, bytes per sentence", "state size"))
     for axis, key, xlabel, title in panels:
-        placed = sorted((p for p in points if p[key] is not None), key=lambda p: p[key])
-        for number, point in enumerate(placed):
-            transformer = point["run"] == "transformer"
-            axis.scatter(point[key], point["quality"], marker="*" if transformer else "o",
-                         s=180 if transformer else 50,
-                         color="black" if transformer else f"C{points.index(point)}",
-                         zorder=3)
+        placed = points[points[key].notna()].sort_values(key)
+        for number, (config, point) in enumerate(placed.iterrows()):
+            transformer = config == "transformer"
+            axis.scatter(point[key], point[headline.key], marker="*" if transformer else "o",
+                         s=180 if transformer else 50, zorder=3,
+                         color="black" if transformer else f"C{list(points.index).index(config)}")
             # labels above and below in turn along x, so that neighbours overlap less
-            label = axis.annotate(point_label(point["run"]), (point[key], point["quality"]),
-                                  textcoords="offset points", fontsize=8,
-                                  xytext=(5, 5 if number % 2 == 0 else -12))
+            label = axis.annotate(model_label(config).replace("Memsizer ", "") or config,
+                                  (point[key], point[headline.key]), textcoords="offset points",
+                                  fontsize=8, xytext=(5, 5 if number % 2 == 0 else -12))
             label.set_in_layout(False)
         axis.margins(x=0.12, y=0.08)
         better = "higher" if higher else "lower"
-        axis.set(xlabel=xlabel, ylabel=f"{quality} ({better} is better)",
-                 title=f"{task}: {quality} against {title}")
+        axis.set(xlabel=xlabel, ylabel=f"{headline.label} ({better} is better)",
+                 title=f"{task}: {headline.label} against {title}")
         axis.grid(alpha=0.3)
-    _log_bytes_axis(axes[1], [p["state_bytes"] for p in points if p["state_bytes"]])
+    _log_bytes_axis(axes[1], [v for v in points["state_bytes"] if v == v and v])
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -1,25 +1,44 @@
-"""The comparison's markdown report (``report.md``) with its tables (``tables.py``) and plots
-(``plots.py``), from the runs' ``state.json``."""
+"""The comparison's markdown report (``WORK_DIR/report.md``) from every budget's and task's
+``state.json``: per budget the results against the targets, the set-up, every configuration with
+each seed and the mean, uptraining, distillation, settings tried and the plots
+(``WORK_DIR/<budget>/*.png``)."""
+import glob
+import json
 import os
 import platform
-from typing import Dict, List, Sequence, Tuple
+import shlex
+from typing import Dict, List, Tuple
+
+import pandas as pd
 
 from ..toolkit.plugin import atomic_write
 from .plots import plot_curves, plot_frontier
-from .tables import (frontier_notes, frontier_points, frontier_table, results_table, setup_table,
-                     tried_lines, uptraining_lines)
+from .run_state import DISTILLED, UPTRAINED, parse_step
+from .settings import BUDGETS, TASKS
+from .tables import (best_valid, markdown, means, model_label, run_flags, run_order, runs_frame,
+                     valid_metric, with_means)
 
-def frontier_lines(states: Dict[str, Dict], out_dir: str) -> List[str]:
-    lines = []
-    for name, state in states.items():
-        points = frontier_points(name, state)
-        if not points:
-            continue
-        lines += [f"**{name}**", "", *frontier_table(name, points), "",
-                  *frontier_notes(name, state["stages"], points), ""]
-        if plot_frontier(name, points, os.path.join(out_dir, f"frontier_{name}.png")):
-            lines += [f"![{name} frontier](frontier_{name}.png)", ""]
-    return lines
+Key = Tuple[str, str]  # (budget, task)
+
+
+def load_states(work_dir: str) -> Dict[Key, Dict]:
+    """Each ``WORK_DIR/<budget>/<task>/state.json``, with the records of Memsizer settings set
+    aside under ``tried``."""
+    states = {}
+    for budget in BUDGETS:
+        for task in TASKS:
+            folder = os.path.join(work_dir, budget, task)
+            if not os.path.isfile(os.path.join(folder, "state.json")):
+                continue
+            with open(os.path.join(folder, "state.json")) as f:
+                state = json.load(f)
+            tried = glob.glob(os.path.join(folder, "tried", "*", "record.json"))
+            state["tried"] = []
+            for record in sorted(tried, key=lambda p: int(os.path.basename(os.path.dirname(p)))):
+                with open(record) as f:
+                    state["tried"].append(json.load(f))
+            states[budget, task] = state
+    return states
 
 
 def machine_line(threads: int, device: str) -> str:
@@ -31,33 +50,225 @@ def machine_line(threads: int, device: str) -> str:
             f"{torch.__version__}, Python {platform.python_version()}")
 
 
-def write_report(states: Dict[str, Dict], out_dir: str, command: str, threads: int,
-                 device: str, tiny: bool) -> str:
-    os.makedirs(out_dir, exist_ok=True)
-    lines = ["# Memsizer against the Transformer, side by side", "",
-             f"Made by `{command}`{' (tiny mode: synthetic corpora)' if tiny else ''} on "
-             f"{machine_line(threads, device)}. Both models of a task have the same width, depth, "
-             "optimizer, schedule, batches and seed; only the attention differs. Test-set "
-             "numbers use each model's best checkpoint on the validation set.", "",
-             *results_table(states), "", "## Set-up", "", *setup_table(states), ""]
-    frontier = frontier_lines(states, out_dir)
-    if frontier:
-        lines += ["## Efficiency against accuracy (test set)", "",
-                  "Every evaluated model of a task: its test quality beside its output length, "
-                  "generation speed and decoding-state size.", "", *frontier]
-    tried = tried_lines(states)
-    if tried:
-        lines += ["## Memsizer settings tried (validation set)", "", *tried]
-    uptraining = uptraining_lines(states)
-    if uptraining:
-        lines += ["## Uptraining", "", *uptraining]
+def _target(met) -> str:
+    return "" if met is None else ("yes" if met else "**no**")
+
+
+def results_lines(frames: Dict[str, pd.DataFrame]) -> List[str]:
+    """Memsizer against the Transformer, mean over seeds, each measure against its target."""
+    lines = ["| task (corpus) | measure | Transformer | Memsizer | Memsizer - Transformer | "
+             "target met |", "|---|---|---|---|---|---|"]
+    for task, frame in frames.items():
+        mean = means(frame)
+        if not {"transformer", "memsizer"} <= set(mean.index):
+            continue
+        t, m = mean.loc["transformer"], mean.loc["memsizer"]
+        corpus = f"{task} ({TASKS[task].corpus})"
+        for measure in TASKS[task].task.quality:
+            a, b = t[measure.key], m[measure.key]
+            lines.append(f"| {corpus} | {measure.label} | {a:.2f} | {b:.2f} | "
+                         f"{measure.difference(b, a)} | {_target(measure.met(b, a))} |")
+        if pd.notna(m["speed_ratio"]):
+            lines.append(f"| {corpus} | generation, sentences/s | {t['sentences_per_second']:.1f} "
+                         f"| {m['sentences_per_second']:.1f} | {m['speed_ratio']:.2f}x | "
+                         f"{_target(m['speed_ratio'] > 1)} |")
+    return lines
+
+
+def setup_lines(states: Dict[str, Dict], frames: Dict[str, pd.DataFrame]) -> List[str]:
+    lines = ["| task | train / valid / test (lines; sentencepiece tokens of the train source) | "
+             "seeds | updates: Transformer / Memsizer | parameters: Transformer / Memsizer | "
+             "training time, side by side: Transformer / Memsizer (threads each) |",
+             "|---|---|---|---|---|---|"]
+    for task, frame in frames.items():
+        mean, stages = means(frame), states[task]["stages"]
+        if not {"transformer", "memsizer"} <= set(mean.index):
+            continue
+        d, t, m = stages["data"], mean.loc["transformer"], mean.loc["memsizer"]
+        threads = stages[f"train:transformer@{frame['seed'].iloc[0]}"]["threads"]
+        lines.append(
+            f"| {task} | {d['train_lines']:,} / {d['valid_lines']:,} / {d['test_lines']:,}; "
+            f"{d['train_tokens']:,} | {', '.join(map(str, sorted(frame['seed'].unique())))} | "
+            f"{t['updates']:g} / {m['updates']:g} | {t['parameters']:,.0f} / "
+            f"{m['parameters']:,.0f} | {t['train_minutes']:.1f} / {m['train_minutes']:.1f} min "
+            f"({threads}) |")
+    return lines
+
+
+def configuration_lines(task: str, state: Dict, frame: pd.DataFrame) -> List[str]:
+    """Every evaluated configuration and seed (and the mean), with notes on what was measured."""
+    quality = TASKS[task].task.headline_measure().label
+    _, valid_label, _ = valid_metric(task)
+    shown = with_means(frame)
+    shown["label"] = shown["config"].map(model_label)
+    shown["flags"] = shown["config"].map(lambda c: run_flags(task, state["settings"], c))
+    lines = [f"**{task}**", "", *markdown(shown, {
+        "label": ("configuration", ""), "seed": ("seed", ""), "flags": ("flags", ""),
+        TASKS[task].task.headline: (quality, ".2f"),
+        "length_ratio": ("hypothesis / reference length", ".2f"),
+        "sentences_per_second": ("sentences/s", ".1f"),
+        "speed_ratio": ("sentences/s / Transformer's", ".2f"),
+        "tokens_per_second": ("tokens/s", ".0f"),
+        "state_bytes": ("decoding state, bytes per sentence", ",.0f"),
+        "updates": ("updates", ".0f"), "train_minutes": ("training, min", ".1f"),
+        "best_valid": (f"best {valid_label}", ".2f"),
+        "cost_updates": ("updates in all", ".0f"), "cost_minutes": ("minutes in all", ".1f")}),
+        ""]
+    stages = state["stages"]
+    notes = []
+    if TASKS[task].task.evaluator.times_generation:
+        evaluated = next(v for k, v in stages.items() if k.startswith("evaluate:"))
+        notes.append(f"Speed: the beam search alone, {evaluated['sentences']} test items, each "
+                     "model alone on the machine; relative to the Transformer of the same seed.")
+        notes.append("Length: words of the detokenized hypotheses over words of the references.")
+    else:
+        timing = next((v for k, v in stages.items() if k.startswith("lm_generation_timing@")),
+                      None)
+        notes += [] if timing is None else [
+            f"Speed: greedy, {timing['prompts']} prompts x {timing['new_tokens']} new tokens, "
+            f"median of {timing['rounds']}, the models of a seed taking turns."]
+    measured = sorted({_state_lengths(v["state_measured_at"]) for k, v in stages.items()
+                       if k.startswith("evaluate:") and "state_measured_at" in v})
+    seq2seq = TASKS[task].task.paired
+    if measured:
+        notes.append(
+            "Decoding state: every tensor of fairseq's incremental decoding state (all decoder "
+            f"layers{'; the encoder output not counted' if seq2seq else ''}), measured with "
+            + "; ".join(measured) + ". Memsizer's state does not depend on these lengths; "
+            "softmax self-attention's grows with the output length"
+            + (" and softmax cross-attention's with the source length." if seq2seq else "."))
+    notes.append("In all: the updates and training minutes of the run and of what it was made "
+                 "from (the Transformer, the distillation pass, the conversion).")
+    return lines + notes + [""]
+
+
+def _state_lengths(at: Dict) -> str:
+    if "source_tokens" in at:
+        return (f"{at['sentences']} test sentences (sources padded to {at['source_tokens']} "
+                f"tokens) after {at['target_tokens']} decoder steps (the average test target "
+                "length)")
+    return (f"{at['sentences']} prompts of {at['prompt_tokens']} tokens after "
+            f"{at['target_tokens']} decoder steps (prompt and new tokens of the timing)")
+
+
+def uptraining_lines(task: str, state: Dict) -> List[str]:
+    """Each uptrained run: its conversion (attention transfer), fine-tuning, and when its
+    validation score first came within the target of the Transformer's best."""
+    stages, measure = state["stages"], TASKS[task].task.valid
+    rows = []
+    for name, train in stages.items():
+        kind, config, seed = parse_step(name)
+        if kind != "train" or UPTRAINED not in config:
+            continue
+        transformer = stages.get(f"train:transformer@{seed}")
+        best = best_valid(transformer, task) if transformer else None
+        first = next((int(r["num_updates"]) for r in train["valid"] if best is not None
+                      and measure.key in r and measure.reached(r[measure.key], best)), None)
+        convert = stages.get(f"convert:{config}@{seed}", {})
+        layers = (convert.get("layers") or {}).values()
+        rows.append({
+            "label": model_label(config), "seed": str(seed), "order": run_order(config),
+            "transfer": convert.get("transfer_updates"), "seconds": convert.get("seconds"),
+            "error": (f"{sum(v['before'] for v in layers) / len(layers):.3f} -> "
+                      f"{sum(v['after'] for v in layers) / len(layers):.3f}" if layers else None),
+            "updates": train["updates"], "minutes": train["wall_seconds"] / 60,
+            "target": measure.threshold(best) if best is not None else None,
+            "first": (f"{first} ({100 * first / transformer['updates']:.0f}% of the "
+                      f"Transformer's {transformer['updates']})" if first else "not reached"),
+            "best": best_valid(train, task)})
+    if not rows:
+        return []
+    rows.sort(key=lambda row: (row.pop("order"), row["label"], row["seed"]))
+    return [f"**{task}** (the target: the Transformer's best {measure.label} of the same seed, "
+            f"{measure.describe_tolerance()})", "", *markdown(pd.DataFrame(rows), {
+                "label": ("configuration", ""), "seed": ("seed", ""),
+                "transfer": ("transfer updates", ".0f"), "seconds": ("conversion, s", ".1f"),
+                "error": ("attention output error, mean over layers: before -> after", ""),
+                "updates": ("fine-tuning updates", ".0f"), "minutes": ("fine-tuning, min", ".1f"),
+                "target": ("target", ".2f"), "first": ("target first reached at update", ""),
+                "best": (f"best {measure.label}", ".2f")}), ""]
+
+
+def distillation_lines(task: str, state: Dict) -> List[str]:
+    stages = state["stages"]
+    rows = [{"seed": str(seed), "teacher": stages[f"train:transformer@{seed}"]["wall_seconds"] / 60,
+             **value} for name, value in stages.items()
+            for kind, _, seed in [parse_step(name)] if kind == "distill"]
+    if not rows:
+        return []
+    return [f"**{task}**: the Transformer (best checkpoint) translated the training split with "
+            "the test's beam settings; its translations (sentencepiece pieces) are the "
+            "training targets of the `distilled` runs, valid and test unchanged.", "",
+            *markdown(pd.DataFrame(rows), {
+                "seed": ("seed", ""), "teacher": ("Transformer training, min", ".1f"),
+                "seconds": ("generation pass, s", ".1f"), "sentences": ("sentences", ".0f"),
+                "gold_kept": ("gold targets kept (skipped by generation)", ".0f")}), ""]
+
+
+def tried_lines(task: str, state: Dict) -> List[str]:
+    """The Memsizer flags tried (``tried/N/record.json``) next to the current ones, judged on
+    the validation set only."""
+    if not state.get("tried"):
+        return []
+    _, label, _ = valid_metric(task)
+    current = {"memsizer_args": state["settings"]["memsizer_args"], "stages": state["stages"]}
+    rows = []
+    for number, record in enumerate([*state["tried"], current], 1):
+        for name, train in record["stages"].items():
+            kind, config, seed = parse_step(name)
+            if kind == "train" and config == "memsizer":
+                losses = [r.get("nll_loss", r.get("loss")) for r in train["valid"]]
+                args = record["memsizer_args"]
+                rows.append({"flags": (f"`{shlex.join(args)}`" if args else "(none: the preset)")
+                             + (" (reported above)" if record is current else ""),
+                             "seed": str(seed), "updates": train["updates"],
+                             "best": best_valid(train, task),
+                             "loss": losses[-1] if losses else None})
+    return [f"**{task}**", "", *markdown(pd.DataFrame(rows), {
+        "flags": ("`--memsizer-args`", ""), "seed": ("seed", ""), "updates": ("updates", ".0f"),
+        "best": (f"best {label}", ".2f"), "loss": ("last valid NLL (bits per token)", ".3f")}),
+        ""]
+
+
+def budget_lines(budget: str, states: Dict[str, Dict], out_dir: str) -> List[str]:
+    frames = {task: runs_frame(task, state) for task, state in states.items()}
+    frames = {task: frame for task, frame in frames.items() if not frame.empty}
+    lines = [f"## Budget `{budget}`", "", "### Results (test set, mean over seeds)", "",
+             *results_lines(frames), "", "### Set-up", "", *setup_lines(states, frames), "",
+             "### Every configuration (test set)", ""]
+    folder = os.path.join(out_dir, budget)
+    sections = {"Uptraining": uptraining_lines, "Distillation": distillation_lines,
+                "Memsizer settings tried (validation set)": tried_lines}
+    for task, frame in frames.items():
+        lines += configuration_lines(task, states[task], frame)
+        if plot_frontier(task, means(frame), os.path.join(folder, f"frontier_{task}.png")):
+            lines += [f"![{task} frontier]({budget}/frontier_{task}.png)", ""]
+    for title, section in sections.items():
+        body = [line for task, state in states.items() for line in section(task, state)]
+        if body:
+            lines += [f"### {title}", "", *body]
     plots = []
-    for name, state in states.items():
-        path = plot_curves(name, state, os.path.join(out_dir, f"curves_{name}.png"))
-        if path:
-            plots.append(f"![{name}](curves_{name}.png)")
-    if plots:
-        lines += ["## Training curves", "", *plots, ""]
+    for task, state in states.items():
+        if plot_curves(task, state, os.path.join(folder, f"curves_{task}.png")):
+            plots.append(f"![{task}]({budget}/curves_{task}.png)")
+    return lines + (["### Training curves", "", *plots, ""] if plots else [])
+
+
+def write_report(states: Dict[Key, Dict], out_dir: str, command: str, threads: int,
+                 device: str) -> str:
+    os.makedirs(out_dir, exist_ok=True)
+    fixes = sorted({", ".join(s["settings"].get("fixes") or ["none"]) for s in states.values()})
+    lines = ["# Memsizer against the Transformer, side by side", "",
+             f"Made by `{command}` on {machine_line(threads, device)}. The models of a task and "
+             "budget have the same width, depth, optimizer, schedule, batches and seed; only the "
+             "attention (and for uptrained and distilled runs, how they start or what they "
+             "learn from) differs. Test-set numbers use each run's best checkpoint on the "
+             f"validation set. fairseq fixes on in every run (MEMSIZER_FAIRSEQ_FIXES): "
+             f"{'; '.join(fixes)}.", ""]
+    for budget in BUDGETS:
+        chosen = {task: state for (b, task), state in states.items() if b == budget}
+        if chosen:
+            lines += budget_lines(budget, chosen, out_dir)
     report = os.path.join(out_dir, "report.md")
 
     def write(path):
@@ -68,21 +279,4 @@ def write_report(states: Dict[str, Dict], out_dir: str, command: str, threads: i
     return report
 
 
-def load_states(work_dirs: Sequence[Tuple[str, str]]) -> Dict[str, Dict]:
-    """Each task's state.json, with the records of Memsizer runs set aside under ``tried``."""
-    import glob
-    import json
-
-    states = {}
-    for name, work_dir in work_dirs:
-        path = os.path.join(work_dir, "state.json")
-        if os.path.isfile(path):
-            with open(path) as f:
-                states[name] = json.load(f)
-            tried = glob.glob(os.path.join(work_dir, "tried", "*", "record.json"))
-            tried.sort(key=lambda p: int(os.path.basename(os.path.dirname(p))))
-            states[name]["tried"] = []
-            for record in tried:
-                with open(record) as f:
-                    states[name]["tried"].append(json.load(f))
-    return states
+__all__ = ["DISTILLED", "load_states", "write_report"]

@@ -1,15 +1,18 @@
 """What a comparison's work directory holds (``state.json``: its settings and what each finished
-stage measured) and the rules by which a rerun resumes it:
+step measured) and the rules by which a rerun resumes it:
 
-- the same settings: finished stages are skipped, fairseq-train resumes from
-  ``checkpoint_last.pt``;
+- the same settings: finished steps are skipped, fairseq-train resumes from
+  ``checkpoint_last.pt``; new ``--seeds`` add runs;
 - a larger ``--max-update``, or a larger ``--patience``: training resumes, the measurements after
-  it are redone and the fine-tuning starts over;
+  it are redone, the runs made from the Transformer (uptrained, distilled) start over;
 - a larger ``--uptrain-updates``: the fine-tuning resumes;
-- other ``--memsizer-args``: the Memsizer run moves to ``tried/N/`` and trains again, the
+- other ``--memsizer-args``: the runs that use them move to ``tried/N/`` and train again, the
   Transformer is kept;
-- frontier configurations accumulate; a trained name given other flags is refused;
+- frontier and uptraining configurations accumulate; a trained name given other flags is refused;
 - any other difference is refused, naming it.
+
+Steps are named ``KIND:CONFIGURATION@SEED`` (``train``, ``evaluate``, ``convert``), ``distill@SEED``
+and ``lm_generation_timing@SEED``.
 """
 import argparse
 import json
@@ -19,11 +22,28 @@ import shutil
 from typing import Dict, List, Optional, Sequence, Tuple
 
 STATE_FILE = "state.json"
-EVALUATE = "evaluate:"  # + run name: a test-set evaluation stage (redone by --evaluate-again)
-LM_TIMING = "lm_generation_timing"  # redone by --evaluate-again too
-FRONTIER = "frontier-"  # + configuration name: a frontier run
-# the stages that depend on the Memsizer's flags (redone when --memsizer-args changes)
-MEMSIZER_STAGES = ("evaluate:memsizer", "lm_generation_timing", "uptrain", "evaluate:uptrained")
+FRONTIER = "frontier-"  # + name: a Memsizer configuration trained from scratch
+UPTRAINED = "uptrained-"  # + name: a converted Transformer, fine-tuned
+DISTILLED = "distill-"  # + a Memsizer configuration: trained on the Transformer's translations
+LM_TIMING = "lm_generation_timing"
+
+
+def step(kind: str, config: str, seed: int) -> str:
+    return f"{kind}:{config}@{seed}"
+
+
+def parse_step(name: str) -> Tuple[str, str, int]:
+    """``train:memsizer@1`` -> ``("train", "memsizer", 1)`` (config "" for ``distill@1``, seed 0
+    for ``data``)."""
+    head, _, seed = name.rpartition("@") if "@" in name else (name, "", "0")
+    kind, _, config = head.partition(":")
+    return kind, config, int(seed)
+
+
+def uses_memsizer_args(config: str) -> bool:
+    """The configurations whose flags include ``--memsizer-args``."""
+    base = config[len(DISTILLED):] if config.startswith(DISTILLED) else config
+    return base == "memsizer" or base.startswith(UPTRAINED)
 
 
 def _difference(key: str, before, now) -> str:
@@ -37,8 +57,6 @@ def _difference(key: str, before, now) -> str:
 
 
 def _patience(args: Sequence[str]) -> Tuple[Optional[int], List[str]]:
-    """``--patience N`` among fairseq-train flags (None: not given, fairseq's default: no early
-    stop) and the other flags."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--patience", type=int)
     known, rest = parser.parse_known_args(list(args))
@@ -64,63 +82,56 @@ class RunState:
         self.task = task
         self.say = say
         self.path = os.path.join(work_dir, STATE_FILE)
-        self.data: Dict = {}
+        self.data: Dict = {"settings": {}, "stages": {}}
 
     @property
     def stages(self) -> Dict[str, Dict]:
         return self.data["stages"]
 
-    def load(self, now: Dict, frontier: Dict[str, List[str]]) -> Dict[str, List[str]]:
-        """Read ``state.json`` (or start one) for a run with settings ``now`` and frontier
-        configurations ``frontier``; returns the frontier with the directory's trained ones."""
+    def load(self, now: Dict) -> Dict:
+        """Read ``state.json`` (or start one) for a run with settings ``now``; returns the
+        settings with the directory's trained frontier and uptraining configurations added."""
         if not os.path.isfile(self.path):
             self.data = {"settings": now, "stages": {}}
-            return frontier
+            return now
         with open(self.path) as f:
             self.data = json.load(f)
-        frontier = self._add_frontier(frontier)
-        before = {"train_args": [], **self.data.get("settings", {}), "frontier": frontier}
-        now = dict(now, frontier=frontier)
-        previous_args = before.get("memsizer_args")
-        if previous_args is not None and now["memsizer_args"] != previous_args:
-            kept = self._set_aside_memsizer(previous_args)
-            self.say(f"[{self.task}] --memsizer-args {shlex.join(previous_args)!r} -> "
+        before = dict(self.data["settings"])
+        now = dict(now, frontier=self._accumulate("frontier", FRONTIER, now["frontier"]),
+                     uptrain_configs=self._accumulate("uptrain_configs", UPTRAINED,
+                                                      now["uptrain_configs"]))
+        before.update(frontier=now["frontier"], uptrain_configs=now["uptrain_configs"])
+        if before["memsizer_args"] != now["memsizer_args"]:
+            kept = self._set_aside(before["memsizer_args"])
+            self.say(f"[{self.task}] --memsizer-args {shlex.join(before['memsizer_args'])!r} -> "
                      f"{shlex.join(now['memsizer_args'])!r}: the Memsizer model is trained "
                      f"again; the Transformer's training and results are kept; the previous "
-                     f"Memsizer run is in {kept}")
-            before = dict(before, memsizer_args=now["memsizer_args"])
-        if before.get("max_update") and now["max_update"] > before["max_update"]:
-            # train longer: fairseq-train resumes from checkpoint_last.pt (inverse_sqrt does not
-            # depend on --max-update, so this equals a run with the larger budget from the start)
+                     f"Memsizer runs are in {kept}")
+            before["memsizer_args"] = now["memsizer_args"]
+        if now["max_update"] > before["max_update"]:
+            # inverse_sqrt does not depend on --max-update: this equals a run with the larger
+            # budget from the start
             self._train_on(f"--max-update {before['max_update']} -> {now['max_update']}")
-            before = dict(before, max_update=now["max_update"], uptrain_updates=None)
+            before.update(max_update=now["max_update"], uptrain_updates=now["uptrain_updates"])
         patience = raised_patience(before["train_args"], now["train_args"])
         if patience:
-            # runs stopped early train on from checkpoint_last.pt, which keeps the patience count
             self._train_on(f"--patience {patience[0]} -> {patience[1]}")
-            before = dict(before, train_args=now["train_args"], uptrain_updates=None)
-        if (before.get("uptrain_updates") and now["uptrain_updates"]
-                and now["uptrain_updates"] > before["uptrain_updates"]):
+            before.update(train_args=now["train_args"], uptrain_updates=now["uptrain_updates"])
+        if now["uptrain_updates"] > before["uptrain_updates"]:
             self.say(f"[{self.task}] --uptrain-updates {before['uptrain_updates']} -> "
                      f"{now['uptrain_updates']}: fine-tuning resumes")
-            for stage in ("uptrain", "evaluate:uptrained"):
-                self.stages.pop(stage, None)
-            before = dict(before, uptrain_updates=now["uptrain_updates"])
-        differences = [_difference(key, before[key], value) for key, value in now.items()
-                       if before.get(key) is not None and value is not None
-                       and before[key] != value]
+            self.forget(lambda kind, config: (kind in ("train", "evaluate")
+                                              and UPTRAINED in config) or kind == LM_TIMING)
+            before["uptrain_updates"] = now["uptrain_updates"]
+        differences = [_difference(key, before.get(key), value) for key, value in now.items()
+                       if before.get(key) != value]
         if differences:
             raise ValueError(
                 f"{self.work_dir} holds a {self.task} comparison run with "
                 f"{'; '.join(differences)}: rerun with the same settings to resume it, or use "
                 f"another --work-dir (or --restart)")
-        self.data["settings"] = {**before, **{k: v for k, v in now.items() if v is not None}}
-        return frontier
-
-    def forget_evaluations(self):
-        """Measure again (e.g. generation time on a machine with nothing else running)."""
-        self.data["stages"] = {name: result for name, result in self.stages.items()
-                               if not (name.startswith(EVALUATE) or name == LM_TIMING)}
+        self.data["settings"] = now
+        return now
 
     def save(self):
         os.makedirs(self.work_dir, exist_ok=True)
@@ -129,76 +140,88 @@ class RunState:
             json.dump(self.data, f, indent=2, sort_keys=True)
         os.replace(temporary, self.path)
 
+    def forget(self, which):
+        """Forget the steps for which ``which(kind, config)`` holds."""
+        self.data["stages"] = {name: value for name, value in self.stages.items()
+                               if not which(*parse_step(name)[:2])}
+
+    def forget_evaluations(self):
+        """Measure again (e.g. generation time on a machine with nothing else running)."""
+        self.forget(lambda kind, config: kind in ("evaluate", LM_TIMING))
+
     def _train_on(self, change: str):
-        """Training resumes from the runs' last checkpoints: forget every stage but the data
-        and start the fine-tuning over (it starts from the Transformer, which trains on)."""
+        """Training resumes from the runs' last checkpoints: forget every step but the data and
+        remove what was made from the shorter Transformer (uptrained and distilled runs)."""
         self.say(f"[{self.task}] {change}: training resumes; the measurements after it are "
                  "redone")
-        self.data["stages"] = {k: v for k, v in self.stages.items() if k == "data"}
-        self.forget_uptraining()
+        self.data["stages"] = {"data": self.stages["data"]} if "data" in self.stages else {}
+        for config in self._run_configs():
+            if config.startswith((UPTRAINED, DISTILLED)):
+                self.remove(self.run_files(config))
+        self.remove([os.path.join(self.work_dir, "distill")])
 
-    def _add_frontier(self, frontier: Dict[str, List[str]]) -> Dict[str, List[str]]:
-        """The work directory's trained frontier configurations with this run's added. A name
-        trained with other flags is refused; an earlier attempt that saved no checkpoint and is
-        not asked for again with the same flags is forgotten (a failed configuration is not
-        retried at every rerun)."""
+    def _run_configs(self) -> List[str]:
+        folder = os.path.join(self.work_dir, "checkpoints")
+        return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+    def _accumulate(self, key: str, prefix: str, given: Dict[str, List[str]]
+                    ) -> Dict[str, List[str]]:
+        """The work directory's trained configurations of ``key`` with this run's added. A name
+        trained with other flags is refused; an earlier one that saved no checkpoint and is not
+        asked for again with the same flags is forgotten (a failed configuration is not retried
+        at every rerun)."""
         known = {}
-        for name, flags in ((self.data.get("settings") or {}).get("frontier") or {}).items():
-            if self._frontier_trained(name):
+        for name, flags in (self.data["settings"].get(key) or {}).items():
+            if self._trained(prefix + name):
                 known[name] = flags
-            elif frontier.get(name) != flags:
-                self.remove(self.run_files(FRONTIER + name, ("train", "evaluate")))
-        for name, flags in frontier.items():
+            elif given.get(name) != flags:
+                self.remove(self.run_files(prefix + name) + self.run_files(DISTILLED + prefix
+                                                                           + name))
+                self.forget(lambda kind, config, run=prefix + name: config.endswith(run))
+        for name, flags in given.items():
             before = known.setdefault(name, flags)
             if before != flags:
+                option = "--frontier" if key == "frontier" else "--uptrain-configs"
                 raise ValueError(
-                    f"--frontier {name}: {self.work_dir} holds the {self.task} frontier "
-                    f"configuration {name!r} trained with {shlex.join(before)!r}, not "
-                    f"{shlex.join(flags)!r}: give the new configuration another name")
+                    f"{option} {name}: {self.work_dir} holds the {self.task} configuration "
+                    f"{name!r} trained with {shlex.join(before)!r}, not {shlex.join(flags)!r}: "
+                    "give the new configuration another name")
         return known
 
-    def _frontier_trained(self, name: str) -> bool:
-        run = FRONTIER + name
-        return f"train:{run}" in self.stages or os.path.exists(
-            os.path.join(self.work_dir, "checkpoints", run, "checkpoint_last.pt"))
+    def _trained(self, config: str) -> bool:
+        if any(parse_step(name)[:2] == ("train", config) for name in self.stages):
+            return True
+        folder = os.path.join(self.work_dir, "checkpoints", config)
+        return os.path.isdir(folder) and any(
+            os.path.exists(os.path.join(folder, seed, "checkpoint_last.pt"))
+            for seed in os.listdir(folder))
 
-    def _set_aside_memsizer(self, memsizer_args: List[str]) -> str:
-        """Move the Memsizer run (and the fine-tuning, which uses the same flags) to
-        ``tried/N/`` with a record of its flags and results, and forget its stages."""
+    def _set_aside(self, memsizer_args: List[str]) -> str:
+        """Move the runs that use ``--memsizer-args`` to ``tried/N/`` with a record of the flags
+        and their steps, and forget those steps."""
         tried = os.path.join(self.work_dir, "tried")
         number = 1
         while os.path.exists(os.path.join(tried, str(number))):
             number += 1
         kept = os.path.join(tried, str(number))
         os.makedirs(kept)
-        stages = self.stages
+        moved = lambda kind, config: uses_memsizer_args(config) or kind == LM_TIMING  # noqa
         record = {"memsizer_args": memsizer_args,
-                  "train": (stages.get("train") or {}).get("memsizer")}
-        for stage in MEMSIZER_STAGES:
-            record[stage] = stages.pop(stage, None)
-        if "memsizer" in (stages.get("train") or {}):
-            stages["train"] = {k: v for k, v in stages["train"].items() if k != "memsizer"}
+                  "stages": {name: value for name, value in self.stages.items()
+                             if moved(*parse_step(name)[:2])}}
+        self.forget(moved)
         with open(os.path.join(kept, "record.json"), "w") as f:
             json.dump(record, f, indent=2, sort_keys=True)
-        for path in (*self.run_files("memsizer", ("train", "evaluate")),
-                     *self.run_files("uptrained", ("train", "evaluate"))):
-            if os.path.exists(path):
-                shutil.move(path, os.path.join(kept, os.path.basename(path)))
+        for config in self._run_configs():
+            if uses_memsizer_args(config):
+                for path in self.run_files(config):
+                    if os.path.exists(path):
+                        shutil.move(path, os.path.join(kept, os.path.basename(path)))
         return kept
 
-    def run_files(self, name: str, logs: Sequence[str]) -> List[str]:
-        """A run's checkpoint folder and its logs of the given kinds (``train``, ``evaluate``);
-        the fine-tuning also owns the converted checkpoint it starts from."""
-        checkpoints = os.path.join(self.work_dir, "checkpoints")
-        files = [os.path.join(checkpoints, name),
-                 *(os.path.join(self.work_dir, "logs", f"{kind}.{name}.log") for kind in logs)]
-        if name == "uptrained":
-            files.append(os.path.join(checkpoints, "converted.pt"))
-        return files
-
-    def forget_uptraining(self):
-        """The fine-tuning started from the shorter Transformer: start it over."""
-        self.remove(self.run_files("uptrained", ("train",)))
+    def run_files(self, config: str) -> List[str]:
+        """A configuration's checkpoint folder (every seed) and its logs folder."""
+        return [os.path.join(self.work_dir, folder, config) for folder in ("checkpoints", "logs")]
 
     @staticmethod
     def remove(paths: Sequence[str]):

@@ -1,18 +1,19 @@
-"""What the comparison trains and measures, per task: corpus layout, model size, schedule.
+"""What the comparison trains and measures, per task: corpus, model size, schedule, budgets.
 
 The Transformer and the Memsizer model of a task get the same flags (width, depth, heads,
 feed-forward size, optimizer, schedule, batch, seed, number of updates) except ``--arch``, so the
 only difference between the two runs is the attention. Memsizer's own hyper-parameters are the
 paper's (MT: decoder self k 4, cross k 32, init scales 8 / 8; LM: k 32, scales 32 / 1) unless the
 user adds ``--memsizer-args``. ``frontier`` holds, per budget, the extra Memsizer configurations
-that ``--frontier`` trains when given no configurations of its own (full and tiny differ where the
+that ``--frontier`` trains when given no configurations of its own (the budgets differ where the
 number of decoder layers shows in a flag).
 
-``full`` is sized for a small CPU machine: on two cores (one thread per model) the translation
-models train for about 35 minutes, the summarization models for about 40 and the language models
-for about 15: far too little for good models (see the README). A rerun of a finished comparison
-with a larger ``--max-update`` resumes training from the last checkpoints. ``tiny`` is the CI mode
-(synthetic corpora, a few minutes in all).
+The budgets (``--budget``): ``full`` is sized for a small CPU machine (d 256; on two cores, one
+thread per model, the translation and summarization models train for 40 to 90 minutes, the
+language models for about 15: far too little for good models, see the README); ``small`` is
+d 128 for a few hundred updates, minutes per run on one core, for trying many configurations
+and seeds; ``tiny`` is the CI mode (synthetic corpora, a few minutes in all). A rerun of a
+finished comparison with a larger ``--max-update`` resumes training from the last checkpoints.
 """
 from dataclasses import dataclass, field
 from typing import Dict, Optional
@@ -39,6 +40,7 @@ class Budget:
     timing_new_tokens: int = 128
     # --frontier without values: configuration name -> extra fairseq-train flags for Memsizer
     frontier: Dict[str, str] = field(default_factory=dict)
+    synthetic: bool = False  # the task's synthetic corpus instead of the raw data
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,7 @@ class TaskSettings:
     corpus: str  # folder under ../shared/data, in the task's layout
     train: Args  # shared training flags
     evaluate: Args  # fairseq-generate / -eval-lm flags over the task's
-    full: Budget
-    tiny: Budget
+    budgets: Dict[str, Budget]  # full, small, tiny
 
     @property
     def name(self) -> str:
@@ -61,12 +62,9 @@ class TaskSettings:
     def archs(self) -> Dict[str, str]:
         return self.task.archs
 
-    def evaluate_flags(self, tiny: bool) -> Args:
+    def evaluate_flags(self, budget: str) -> Args:
         return merge_args(merge_args(self.task.generation, self.evaluate),
-                          self.budget(tiny).evaluate)
-
-    def budget(self, tiny: bool) -> Budget:
-        return self.tiny if tiny else self.full
+                          self.budgets[budget].evaluate)
 
 
 _COMMON_TRAIN: Args = {
@@ -82,6 +80,9 @@ _SEQ2SEQ_MODEL: Args = {
     "--decoder-ffn-embed-dim": 1024, "--encoder-attention-heads": 4,
     "--decoder-attention-heads": 4, "--share-all-embeddings": True,
 }
+_SEQ2SEQ_SMALL_MODEL: Args = dict(
+    _SEQ2SEQ_MODEL, **{"--encoder-embed-dim": 128, "--decoder-embed-dim": 128,
+                       "--encoder-ffn-embed-dim": 512, "--decoder-ffn-embed-dim": 512})
 _SEQ2SEQ_TINY_MODEL: Args = dict(
     _SEQ2SEQ_MODEL, **{"--encoder-layers": 2, "--decoder-layers": 2, "--encoder-embed-dim": 64,
                        "--decoder-embed-dim": 64, "--encoder-ffn-embed-dim": 128,
@@ -115,10 +116,14 @@ TRANSLATION = TaskSettings(
     }),
     evaluate={"--beam": 4, "--lenpen": 0.6, "--max-len-a": 1.2, "--max-len-b": 10,
               "--max-tokens": 8000},
-    full=Budget(max_update=1200, validate_every=150, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
-                valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
-    tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
-                train=_TINY_TRAIN, frontier=_SEQ2SEQ_TINY_FRONTIER),
+    budgets={
+        "full": Budget(max_update=1200, validate_every=150, spm_vocab=8000,
+                       model=_SEQ2SEQ_MODEL, valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
+        "small": Budget(max_update=400, validate_every=100, spm_vocab=8000,
+                        model=_SEQ2SEQ_SMALL_MODEL, valid_lines=500, frontier=_SEQ2SEQ_FRONTIER),
+        "tiny": Budget(max_update=300, validate_every=100, spm_vocab=400,
+                       model=_SEQ2SEQ_TINY_MODEL, train=_TINY_TRAIN,
+                       frontier=_SEQ2SEQ_TINY_FRONTIER, synthetic=True)},
 )
 
 SUMMARIZATION = TaskSettings(
@@ -133,12 +138,15 @@ SUMMARIZATION = TaskSettings(
     evaluate={"--truncate-source": "true", "--max-source-positions": 512,
               "--max-target-positions": 512, "--beam": 4, "--lenpen": 1.0, "--max-len-b": 40,
               "--max-tokens": 8000},
-    full=Budget(max_update=1200, validate_every=100, spm_vocab=8000, model=_SEQ2SEQ_MODEL,
-                valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
-    tiny=Budget(max_update=300, validate_every=100, spm_vocab=400, model=_SEQ2SEQ_TINY_MODEL,
-                train=_TINY_TRAIN, frontier=_SEQ2SEQ_TINY_FRONTIER),
+    budgets={
+        "full": Budget(max_update=1200, validate_every=100, spm_vocab=8000,
+                       model=_SEQ2SEQ_MODEL, valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
+        "small": Budget(max_update=400, validate_every=100, spm_vocab=8000,
+                        model=_SEQ2SEQ_SMALL_MODEL, valid_lines=500, frontier=_SEQ2SEQ_FRONTIER),
+        "tiny": Budget(max_update=300, validate_every=100, spm_vocab=400,
+                       model=_SEQ2SEQ_TINY_MODEL, train=_TINY_TRAIN,
+                       frontier=_SEQ2SEQ_TINY_FRONTIER, synthetic=True)},
 )
-
 
 
 def _lm_model(layers: int, width: int, ffn: int, heads: int) -> Args:
@@ -163,15 +171,27 @@ LANGUAGE_MODELING = TaskSettings(
     }),
     evaluate={"--tokens-per-sample": 256, "--context-window": 128, "--max-tokens": 4096,
               "--sample-break-mode": "none"},
-    full=Budget(max_update=450, validate_every=50, spm_vocab=8000, valid_lines=3000,
-                model=_lm_model(layers=4, width=256, ffn=1024, heads=4),
-                frontier={"k64": "--causal-proj-dim 64"}),
-    tiny=Budget(max_update=200, validate_every=100, spm_vocab=400,
-                model=_lm_model(layers=2, width=64, ffn=128, heads=2),
-        train=merge_args(_TINY_TRAIN, {"--tokens-per-sample": 128}),
-        evaluate={"--tokens-per-sample": 128, "--context-window": 64}, timing_prompts=8,
-        timing_new_tokens=32, frontier={"k8": "--causal-proj-dim 8"}),
+    budgets={
+        "full": Budget(max_update=450, validate_every=50, spm_vocab=8000, valid_lines=3000,
+                       model=_lm_model(layers=4, width=256, ffn=1024, heads=4),
+                       frontier={"k64": "--causal-proj-dim 64"}),
+        "small": Budget(max_update=300, validate_every=100, spm_vocab=8000, valid_lines=500,
+                        model=_lm_model(layers=3, width=128, ffn=512, heads=4),
+                        frontier={"k64": "--causal-proj-dim 64"}),
+        "tiny": Budget(max_update=200, validate_every=100, spm_vocab=400,
+                       model=_lm_model(layers=2, width=64, ffn=128, heads=2),
+                       train=merge_args(_TINY_TRAIN, {"--tokens-per-sample": 128}),
+                       evaluate={"--tokens-per-sample": 128, "--context-window": 64},
+                       timing_prompts=8, timing_new_tokens=32,
+                       frontier={"k8": "--causal-proj-dim 8"}, synthetic=True)},
 )
 
 TASKS: Dict[str, TaskSettings] = {t.name: t for t in (TRANSLATION, SUMMARIZATION,
                                                       LANGUAGE_MODELING)}
+BUDGETS = ("full", "small", "tiny")
+# the fairseq fixes every run of a comparison gets (MEMSIZER_FAIRSEQ_FIXES): every test sentence
+# generated and validated (keep_last_batch); a run stopped and resumed trains and stops as the
+# uninterrupted one (same_batches_after_resume, patience_resume, atomic_checkpoint_copies); a
+# finished run exits cleanly (data_buffer_exit)
+FIXES = ("keep_last_batch", "same_batches_after_resume", "data_buffer_exit", "patience_resume",
+         "atomic_checkpoint_copies")

@@ -24,8 +24,8 @@ SENTENCES = 16  # test sentences decoded together
 @torch.no_grad()
 def decoding_state(checkpoint: str, data_bin: str, target_tokens: Optional[int] = None,
                    sentences: int = SENTENCES, threads: int = 1, device: str = "cpu") -> Dict:
-    """``state_bytes_per_sentence`` and ``state_measured_at`` (sentences, padded source tokens
-    or prompt tokens, decoder steps) of a checkpoint."""
+    """``state_bytes_per_sentence``, ``state_measured_at`` (sentences, padded source tokens
+    or prompt tokens, decoder steps) and the ``parameters`` of a checkpoint."""
     torch.set_num_threads(threads)
     model, task = _load(checkpoint, data_bin, device)
     if getattr(model, "encoder", None) is not None:
@@ -44,7 +44,8 @@ def decoding_state(checkpoint: str, data_bin: str, target_tokens: Optional[int] 
     state = _decode(model, encoder_out, forced, steps)
     batch = forced.shape[0]
     return {"state_bytes_per_sentence": incremental_state_bytes(state) / batch,
-            "state_measured_at": dict(at, sentences=int(batch), target_tokens=int(steps))}
+            "state_measured_at": dict(at, sentences=int(batch), target_tokens=int(steps)),
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 @torch.no_grad()

@@ -2,16 +2,17 @@
 
 Used by the quick-start, the recipes' tiny modes, the comparison command and the end-to-end tests,
 so that they all exercise exactly what a user types: ``fairseq-preprocess``, ``fairseq-train``,
-``fairseq-generate`` ... with ``--user-dir`` pointing at the plugin. Their output is read by
-:mod:`.fairseq_output`.
+``fairseq-generate`` ... with ``--user-dir`` pointing at the plugin. fairseq-train's records are
+read by :mod:`.fairseq_logs`; the tools generate and score in-process (:mod:`.generation`).
 """
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
-
-from .fairseq_output import GenerationResult, parse_generation
 
 TOOLS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.dirname(TOOLS_DIR)  # the plugin package (what --user-dir names)
@@ -24,6 +25,7 @@ _TOOLS = {
     "interactive": "fairseq_cli.interactive",
     "validate": "fairseq_cli.validate",
     "eval-lm": "fairseq_cli.eval_lm",
+    "uptrain": "memsizer_fairseq.tools.uptrain",  # the project's converter, run the same way
 }
 
 
@@ -117,16 +119,41 @@ def _stream(command, env, log_path, on_line, stdin) -> Tuple[str, int]:
 
 
 def binarize(args: Sequence[str], dest: str, log_path: Optional[str] = None) -> str:
-    """``fairseq-preprocess ARGS --destdir DEST``, written under a temporary name and renamed
-    when complete, so that ``dest`` is either absent or whole; an earlier ``dest`` is replaced."""
+    """``fairseq-preprocess ARGS --destdir DEST`` in this process, written under a temporary name
+    and renamed when complete, so that ``dest`` is either absent or whole; an earlier ``dest`` is
+    replaced. Returns the log's path (fairseq's ``preprocess.log`` in ``dest``)."""
+    import logging
+
+    from fairseq import options
+    from fairseq_cli import preprocess as fairseq_preprocess
+
     partial = dest.rstrip(os.sep) + ".partial"
     for path in (partial, dest):
         if os.path.isdir(path):
             shutil.rmtree(path)
-    output = run_fairseq("preprocess", [*args, "--destdir", partial],
-                         log_path or os.path.join(partial, "preprocess.log"))
+    logger = logging.getLogger("fairseq_cli.preprocess")
+    handlers = logger.handlers[:]
+    from .generation import fairseq_logs
+
+    try:
+        parsed = options.get_preprocessing_parser().parse_args(
+            [*map(str, args), "--destdir", partial])
+        with fairseq_logs(os.devnull):  # main() writes them to DEST/preprocess.log
+            fairseq_preprocess.main(parsed)
+    except (Exception, SystemExit) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise FairseqCommandError(f"fairseq-preprocess {shlex.join(map(str, args))} failed: "
+                                  f"{error}") from None
+    finally:
+        for handler in logger.handlers[len(handlers):]:  # the log file main() opened
+            handler.close()
+        logger.handlers = handlers
     os.replace(partial, dest)
-    return output
+    log = os.path.join(dest, "preprocess.log")
+    if log_path:
+        os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+        shutil.copyfile(log, log_path)
+    return log
 
 
 def preprocess(
@@ -146,12 +173,46 @@ def preprocess(
     return binarize(args + list(extra), dest)
 
 
+@dataclass
+class GenerationResult:
+    """What fairseq-generate printed: its score line's BLEU, its timing, its D- lines."""
+
+    bleu: Optional[float]
+    sentences: int
+    tokens: int
+    seconds: float
+    hypotheses: Dict[int, str]
+    output: str
+
+    @property
+    def sentences_per_second(self) -> float:
+        return self.sentences / self.seconds if self.seconds > 0 else float("inf")
+
+
+_BLEU = re.compile(r"Generate \S+ with beam=\d+: BLEU4? = ([\d.]+)")
+_TIMING = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
+
+
 def generate(
     data: str, checkpoint: str, beam: int = 4, batch_size: int = 64, subset: str = "test",
     extra: Sequence[str] = (), log_path: Optional[str] = None,
 ) -> GenerationResult:
+    """The ``fairseq-generate`` command a user types, its console output read back (for
+    end-to-end tests of the command; the tools generate in-process: :mod:`.generation`)."""
     args = [
         data, "--user-dir", USER_DIR, "--path", checkpoint, "--gen-subset", subset,
         "--beam", beam, "--batch-size", batch_size, *extra,
     ]
-    return parse_generation(run_fairseq("generate", args, log_path))
+    output = run_fairseq("generate", args, log_path)
+    bleu, timing = _BLEU.search(output), _TIMING.search(output)
+    hypotheses: Dict[int, str] = {}
+    for line in output.splitlines():
+        if line.startswith("D-"):
+            ident, _score, text = (line.split("\t") + ["", ""])[:3]
+            hypotheses.setdefault(int(ident[2:]), text)
+    number = lambda text: int(text.replace(",", ""))  # noqa: E731
+    return GenerationResult(
+        bleu=float(bleu.group(1)) if bleu else None,
+        sentences=number(timing.group(1)) if timing else len(hypotheses),
+        tokens=number(timing.group(2)) if timing else 0,
+        seconds=float(timing.group(3)) if timing else 0.0, hypotheses=hypotheses, output=output)
