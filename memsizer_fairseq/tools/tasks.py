@@ -116,21 +116,15 @@ class Evaluator:
         if self.score is None:
             return generation.eval_lm(args, log_path), None
         out = generation.generate(args, log_path)
-        hypotheses, references = out.ordered(out.hypotheses), out.ordered(out.references)
         seconds = out.seconds or float("nan")
         return {"sentences": out.sentences, "tokens": out.tokens,
                 "generation_seconds": out.seconds,
                 "sentences_per_second": out.sentences / seconds,
                 "tokens_per_second": out.tokens / seconds,
-                "length_ratio": out.length_ratio(), **self.score(hypotheses, references)}, out
-
-    def result_line(self, scores: Dict[str, float]) -> str:
-        return ", ".join(f"{key} = {value:.2f}" for key, value in scores.items()
-                         if key in _SCORE_KEYS)
+                "length_ratio": out.length_ratio(), **self.score(out)}, out
 
 
-_SCORE_KEYS = ("sacrebleu", "rouge1", "rouge2", "rougeL", "loss_base2", "perplexity")
-GENERATE_BLEU = Evaluator("generate", lambda h, r: {"sacrebleu": generation.bleu(h, r)})
+GENERATE_BLEU = Evaluator("generate", generation.bleu)
 GENERATE_ROUGE = Evaluator("generate", generation.rouge)
 EVAL_LM = Evaluator("eval-lm")
 

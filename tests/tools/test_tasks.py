@@ -47,17 +47,22 @@ def test_each_task_writes_its_synthetic_corpus_in_any_layout(name, tmp_path):
             assert len(open(source).readlines()) == len(open(reference).readlines())
 
 
-def test_the_evaluators_read_fairseq_output():
-    generate = ("S-0\ta b\nT-0\tx y z\nH-0\t-0.1\tx y\nD-0\t-0.1\tx y\n"
-                "Generate test with beam=4: BLEU4 = 12.34, 50.0/20.0/10.0/5.0 (BP=1.000)\n"
-                "Translated 1 sentences (3 tokens) in 0.5s (2.00 sentences/s, 6.00 tokens/s)\n")
-    scores = tasks.TRANSLATION.evaluator.read(generate)
-    assert scores["sacrebleu"] == 12.34 and scores["sentences"] == 1
-    assert scores["length_ratio"] == pytest.approx(2 / 3)
-    with pytest.raises(ValueError):
-        tasks.SUMMARIZATION.evaluator.read(generate)  # no ROUGE line
-    lm = "Evaluated 100 tokens in 1.0s (100 tokens/s)\nLoss (base 2): 3.0000, Perplexity: 8.00\n"
-    assert tasks.LANGUAGE_MODELING.evaluator.read(lm) == {"loss_base2": 3.0, "perplexity": 8.0}
+def test_the_evaluators_score_hypotheses_as_fairseqs_scorers():
+    from memsizer_fairseq.tools.toolkit.generation import Generated
+
+    out = Generated(pieces={0: "\u2581x \u2581y"}, hypotheses={0: "x y", 1: "the cat sat"},
+                    references={0: "x y z", 1: "the cat sat"}, seconds=0.5, tokens=3)
+    import sacrebleu
+
+    assert tasks.TRANSLATION.evaluator.score(out)["sacrebleu"] == pytest.approx(
+        sacrebleu.corpus_bleu(["x y", "the cat sat"], [["x y z", "the cat sat"]]).score)
+    assert out.length_ratio() == pytest.approx(5 / 6)
+    rouge = tasks.SUMMARIZATION.evaluator.score(out)
+    assert rouge["rouge1"] == pytest.approx(100 * (0.8 + 1.0) / 2)  # F1 of 2/2 and 2/3: 0.8
+    stemmed = Generated({}, {0: "cats running"}, {0: "cat run"}, 1.0, 2,
+                        scoring={"rouge_use_stemmer": True})
+    assert tasks.SUMMARIZATION.evaluator.score(stemmed)["rouge1"] == 100.0
+    assert not tasks.LANGUAGE_MODELING.evaluator.times_generation
 
 
 def test_the_comparison_and_the_recipes_share_the_task_descriptions():
@@ -65,5 +70,5 @@ def test_the_comparison_and_the_recipes_share_the_task_descriptions():
     assert sorted({id(t.task) for t in COMPARED.values()}) == described
     assert sorted({id(r.task) for r in RECIPES.values()}) == described
     for compared in COMPARED.values():  # the task's generation flags under the comparison's
-        flags = compared.evaluate_flags(tiny=True)
+        flags = compared.evaluate_flags("tiny")
         assert all(flags[k] == v for k, v in compared.task.generation.items())

@@ -15,7 +15,7 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from ..toolkit import fairseq_cli, fairseq_output
+from ..toolkit import fairseq_cli
 from . import arguments
 from ..toolkit.toy_data import read_alignments, write_toy_translation
 
@@ -78,18 +78,19 @@ def measure(work_dir: str, updates: int = 350, seed: int = 5) -> List[Dict]:
         fairseq_cli.run_fairseq("train", [data, "--user-dir", fairseq_cli.USER_DIR, *flags, *SHARED,
                                        "--max-update", updates, "--save-dir", save_dir],
                              os.path.join(work_dir, f"train.{name}.log"))
-        common = [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
-                  os.path.join(save_dir, "checkpoint_last.pt"), "--beam", "4", "--cpu",
-                  "--batch-size", "64", "--print-alignment", "hard"]
-        scored = fairseq_cli.run_fairseq("generate", common + ["--score-reference"])
-        searched = fairseq_cli.run_fairseq("generate", common)
-        equal = [i for i, same in _matches(searched).items() if same]
+        checkpoint = os.path.join(save_dir, "checkpoint_last.pt")
+        scored, searched = (fairseq_cli.generate(data, checkpoint, beam=4, batch_size=64,
+                                                 extra=["--cpu", "--print-alignment", "hard",
+                                                        *extra])
+                            for extra in (["--score-reference"], []))
+        equal = [i for i, same in _matches(searched.output).items() if same]
         rows.append({
             "model": name,
-            "reference_alignment_accuracy": accuracy(hard_alignments(scored), truth),
-            "hypothesis_alignment_accuracy": accuracy(hard_alignments(searched), truth, equal),
+            "reference_alignment_accuracy": accuracy(hard_alignments(scored.output), truth),
+            "hypothesis_alignment_accuracy": accuracy(hard_alignments(searched.output), truth,
+                                                      equal),
             "hypotheses_equal_to_reference": len(equal),
-            "bleu": fairseq_output.parse_generation(searched).bleu,
+            "bleu": searched.bleu,
         })
     return rows
 

@@ -216,7 +216,9 @@ class RunState:
             if uses_memsizer_args(config):
                 for path in self.run_files(config):
                     if os.path.exists(path):
-                        shutil.move(path, os.path.join(kept, os.path.basename(path)))
+                        target = os.path.join(kept, os.path.relpath(path, self.work_dir))
+                        os.makedirs(os.path.dirname(target), exist_ok=True)
+                        shutil.move(path, target)
         return kept
 
     def run_files(self, config: str) -> List[str]:

@@ -16,12 +16,18 @@ Transformer translates the training split; fairseq-preprocess with its dictionar
 models of a seed, taking turns).
 """
 import argparse
+import contextlib
+import json
 import os
+import shlex
 import shutil
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+import torch
+
+from .. import uptrain
 from ..toolkit import fairseq_cli, sentencepiece
 from ..toolkit.flags import Args, merge_args, render_args
 from . import data
@@ -35,18 +41,20 @@ SIDE_BY_SIDE = 2  # training runs at a time, each on its share of the cores
 
 
 def memsizer_flags(args: Sequence[str]) -> List[str]:
-    """The Memsizer flags (slot counts, init scales, ...) among fairseq-train or uptrain flags:
-    a converted checkpoint and its fine-tuning must have the same shapes."""
+    """The Memsizer flags (slot counts, init scales, ...) among fairseq-train or uptrain flags,
+    as given: a converted checkpoint and its fine-tuning must have the same shapes."""
     from ..toolkit.plugin import add_memsizer_args
 
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_memsizer_args(parser)
-    known, _ = parser.parse_known_args(list(args))
+    rest = iter(parser.parse_known_args(list(args))[1])
+    other = next(rest, None)
     flags = []
-    for action in parser._actions:
-        value = getattr(known, action.dest, None)
-        if value is not None and action.option_strings:
-            flags += [action.option_strings[0]] + ([] if value is True else [str(value)])
+    for token in args:  # the others are a subsequence of args: what is not one of them is ours
+        if token == other:
+            other = next(rest, None)
+        else:
+            flags.append(token)
     return flags
 
 
@@ -250,8 +258,8 @@ class Comparison:
         return os.path.join(self.save_dir(config, seed), "converted.pt")
 
     def convert(self, config: str, seed: int) -> Dict:
-        """The uptrain command on the Transformer's best checkpoint, with the configuration's
-        flags (``--data`` added for attention transfer); its summary."""
+        """The uptrain command (in this process) on the Transformer's best checkpoint, with the
+        configuration's flags (``--data`` added for attention transfer); its summary."""
         flags = self.settings["uptrain_configs"][config.split(UPTRAINED, 1)[1]]
         summary = os.path.join(self.save_dir(config, seed), "uptrain.json")
         transfer = "--transfer-updates" in flags
@@ -260,13 +268,19 @@ class Comparison:
                 "--attention-init", self.settings["attention_init"], "--seed", str(seed),
                 *(["--data", self.data_for(config, seed), "--summary", summary] if transfer
                   else [])]
-        os.makedirs(self.save_dir(config, seed), exist_ok=True)
+        log = self.log(config, seed, "uptrain")
+        for folder in (os.path.dirname(log), self.save_dir(config, seed)):
+            os.makedirs(folder, exist_ok=True)
         start = time.time()
-        fairseq_cli.run_fairseq("uptrain", args, self.log(config, seed, "uptrain"),
-                                env={"OMP_NUM_THREADS": str(self.threads)})
+        with open(log, "w") as out, contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(out):
+            torch.set_num_threads(self.threads)
+            print("$ python -m memsizer_fairseq.tools.uptrain " + shlex.join(args), flush=True)
+            failed = uptrain.main(args)
+        if failed:
+            with open(log) as f:
+                raise ValueError(f"the uptrain command failed ({log}): {f.read().strip()}")
         if transfer:
-            import json
-
             with open(summary) as f:
                 return json.load(f)
         return {"transfer_updates": 0, "seconds": round(time.time() - start, 1)}

@@ -1,5 +1,6 @@
 """Runs the steps of one recipe: raw text, sentencepiece, fairseq-preprocess, -train, and
-fairseq-generate or fairseq-eval-lm."""
+fairseq-generate or fairseq-eval-lm (in this process, its hypotheses scored with sacreBLEU or
+rouge-score: ``tools/tasks.py``); fairseq-train is a subprocess that resumes after Ctrl-C."""
 import os
 import shlex
 import shutil
@@ -11,7 +12,6 @@ from typing import List, Optional, Sequence
 from ..tasks import SPLITS
 from ..toolkit import fairseq_cli, sentencepiece
 from ..toolkit.corpus_checks import check_corpus
-from ..toolkit.fairseq_output import result_line
 from ..toolkit.flags import merge_args, render_args
 from .catalog import TINY_COMMON, TINY_GENERATE, Recipe
 
@@ -91,6 +91,14 @@ class Runner:
         output = fairseq_cli.run_fairseq(tool, args, os.path.join(self.work_dir, "logs", log_name))
         self.log.append(output)
         return output
+
+    def evaluate(self) -> str:
+        """The test set's scores, one line (the command printed first, as it would run)."""
+        task = self.recipe.task
+        self.say("$ " + shlex.join([f"fairseq-{task.evaluator.tool}", *self.evaluate_args()]))
+        scores, _ = task.evaluator.run(self.evaluate_args(),
+                                       os.path.join(self.work_dir, "logs", "evaluate.log"))
+        return "test: " + ", ".join(f"{m.label} = {scores[m.key]:.2f}" for m in task.quality)
 
     def step_raw(self):
         if self.tiny:
@@ -179,9 +187,7 @@ class Runner:
             self.step_spm()
             self.step_preprocess()
         self.fairseq("train", self.train_args(), "train.log")
-        output = self.fairseq(self.recipe.task.evaluator.tool, self.evaluate_args(),
-                              "evaluate.log")
-        result = result_line(output) if not self.dry_run else "(dry run)"
+        result = self.evaluate() if not self.dry_run else "(dry run)"
         seconds = time.time() - start
         self.say(result)
         self.say(f"== {self.recipe.name} {mode}: done in {seconds:.0f}s")

@@ -25,7 +25,6 @@ _TOOLS = {
     "interactive": "fairseq_cli.interactive",
     "validate": "fairseq_cli.validate",
     "eval-lm": "fairseq_cli.eval_lm",
-    "uptrain": "memsizer_fairseq.tools.uptrain",  # the project's converter, run the same way
 }
 
 

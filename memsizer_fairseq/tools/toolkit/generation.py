@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -27,6 +27,7 @@ class Generated:
     references: Dict[int, str]  # as fairseq-generate's T- lines
     seconds: float  # the search alone, summed over batches
     tokens: int  # generated tokens (end of sentence included)
+    scoring: Dict = field(default_factory=dict)  # the --scoring options (e.g. rouge_use_stemmer)
 
     @property
     def sentences(self) -> int:
@@ -109,7 +110,7 @@ def generate(args: Sequence[str], log_path: Optional[str] = None) -> Generated:
         generator = task.build_generator(models, cfg.generation)
         strip = get_symbols_to_strip_from_output(generator)
         dictionary, post = task.target_dictionary, cfg.common_eval.post_process
-        result = Generated({}, {}, {}, 0.0, 0)
+        result = Generated({}, {}, {}, 0.0, 0, dict(cfg.scoring or {}))
         for sample in batches:
             if "net_input" not in sample:
                 continue
@@ -142,15 +143,23 @@ def eval_lm(args: Sequence[str], log_path: Optional[str] = None) -> Dict[str, fl
     return {"loss_base2": float(results["loss"]), "perplexity": float(results["perplexity"])}
 
 
-def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+def bleu(generated: Generated) -> Dict[str, float]:
     """sacreBLEU with its 13a tokenization, as fairseq's ``--scoring sacrebleu``."""
     import sacrebleu
 
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+    hypotheses, references = generated.ordered(generated.hypotheses), \
+        generated.ordered(generated.references)
+    return {"sacrebleu": float(sacrebleu.corpus_bleu(hypotheses, [references]).score)}
 
 
-def rouge(hypotheses: Sequence[str], references: Sequence[str]) -> Dict[str, float]:
-    """Mean rouge-score F1 x 100 (ROUGE-1/2/L), as the plugin's ``--scoring rouge``."""
+def rouge(generated: Generated) -> Dict[str, float]:
+    """Mean rouge-score F1 x 100 (ROUGE-1/2/L), as the plugin's ``--scoring rouge`` with its
+    options (``--rouge-use-stemmer`` ...)."""
     from .plugin import RougeF1
 
-    return RougeF1().corpus(list(references), list(hypotheses))
+    options = generated.scoring
+    scorer = RougeF1(use_stemmer=bool(options.get("rouge_use_stemmer")),
+                     lsum=bool(options.get("rouge_lsum")),
+                     sentence_separator=options.get("rouge_sentence_separator"))
+    return scorer.corpus(generated.ordered(generated.references),
+                         generated.ordered(generated.hypotheses))
