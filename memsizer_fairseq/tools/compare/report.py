@@ -168,7 +168,8 @@ def uptraining_lines(task: str, state: Dict) -> List[str]:
         layers = (convert.get("layers") or {}).values()
         rows.append({
             "label": model_label(config), "seed": str(seed), "order": run_order(config),
-            "transfer": convert.get("transfer_updates"), "seconds": convert.get("seconds"),
+            "transfer": convert.get("transfer_updates"),
+            "seconds": convert.get("convert_seconds"),
             "error": (f"{sum(v['before'] for v in layers) / len(layers):.3f} -> "
                       f"{sum(v['after'] for v in layers) / len(layers):.3f}" if layers else None),
             "updates": train["updates"], "minutes": train["wall_seconds"] / 60,

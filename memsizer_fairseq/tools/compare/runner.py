@@ -259,15 +259,15 @@ class Comparison:
 
     def convert(self, config: str, seed: int) -> Dict:
         """The uptrain command (in this process) on the Transformer's best checkpoint, with the
-        configuration's flags (``--data`` added for attention transfer); its summary."""
+        configuration's flags (``--data`` added for attention transfer); its ``--summary``."""
         flags = self.settings["uptrain_configs"][config.split(UPTRAINED, 1)[1]]
         summary = os.path.join(self.save_dir(config, seed), "uptrain.json")
         transfer = "--transfer-updates" in flags
         args = [self.checkpoint("transformer", seed), self.converted(config, seed),
                 *memsizer_flags(self.settings["memsizer_args"]), *flags,
                 "--attention-init", self.settings["attention_init"], "--seed", str(seed),
-                *(["--data", self.data_for(config, seed), "--summary", summary] if transfer
-                  else [])]
+                *(["--data", self.data_for(config, seed)] if transfer else []),
+                "--summary", summary]
         log = self.log(config, seed, "uptrain")
         for folder in (os.path.dirname(log), self.save_dir(config, seed)):
             os.makedirs(folder, exist_ok=True)
@@ -280,10 +280,8 @@ class Comparison:
         if failed:
             with open(log) as f:
                 raise ValueError(f"the uptrain command failed ({log}): {f.read().strip()}")
-        if transfer:
-            with open(summary) as f:
-                return json.load(f)
-        return {"transfer_updates": 0, "seconds": round(time.time() - start, 1)}
+        with open(summary) as f:  # seconds: the transfer's; convert_seconds: the whole step's
+            return dict(json.load(f), convert_seconds=round(time.time() - start, 1))
 
     def distill_data(self, seed: int) -> Dict:
         """The Transformer's translations of the training sources (pieces), binarized with its

@@ -104,12 +104,13 @@ def runs_frame(task: str, state: Dict) -> pd.DataFrame:
             "train_minutes": train["wall_seconds"] / 60 if "wall_seconds" in train else None,
             "best_valid": best_valid(train, task),
             "transfer_updates": convert.get("transfer_updates"),
-            "convert_seconds": convert.get("seconds"),
+            "convert_seconds": convert.get("convert_seconds"),
             "distill_seconds": distill.get("seconds"),
             "cost_updates": sum(s.get("updates", 0) for s in steps)
             + convert.get("transfer_updates", 0),
             "cost_minutes": (sum(s.get("wall_seconds", 0.0) for s in steps)
-                             + convert.get("seconds", 0.0) + distill.get("seconds", 0.0)) / 60,
+                             + convert.get("convert_seconds", 0.0)
+                             + distill.get("seconds", 0.0)) / 60,
         })
     frame = pd.DataFrame(rows)
     if frame.empty:

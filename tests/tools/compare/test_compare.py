@@ -552,15 +552,18 @@ def test_uptraining_configurations_reach_the_uptrain_command_and_the_fine_tuning
 
     def fake(argv):
         calls.append(argv)
-        if "--summary" in argv:
-            with open(argv[argv.index("--summary") + 1], "w") as f:
-                json.dump({"arch": "memsizer_transformer", "transfer_updates": 20,
-                           "seconds": 1.5, "layers": {"decoder.layers.0.self_attn":
-                                                      {"before": 0.9, "after": 0.2}}}, f)
+        transfer = "--data" in argv
+        with open(argv[argv.index("--summary") + 1], "w") as f:
+            json.dump({"arch": "memsizer_transformer", "transfer_updates": 20 if transfer else 0,
+                       "seconds": 1.5 if transfer else 0.0,
+                       "layers": {"decoder.layers.0.self_attn": {"before": 0.9, "after": 0.2}}
+                       if transfer else {}}, f)
         return 0
 
     monkeypatch.setattr(uptrain, "main", fake)
-    assert comparison.convert("uptrained-transfer", 3)["layers"]
+    summary = comparison.convert("uptrained-transfer", 3)
+    assert summary["layers"] and summary["transfer_updates"] == 20
+    assert summary["convert_seconds"] >= 0
     assert comparison.convert("uptrained-plain", 3)["transfer_updates"] == 0
     transfer, plain = calls
     assert transfer[:2] == [comparison.checkpoint("transformer", 3),
@@ -569,7 +572,7 @@ def test_uptraining_configurations_reach_the_uptrain_command_and_the_fine_tuning
                             "svd", "--seed", "3", "--data", comparison.data_bin, "--summary",
                             os.path.join(comparison.save_dir("uptrained-transfer", 3),
                                          "uptrain.json")]
-    assert "--data" not in plain and "--summary" not in plain
+    assert "--data" not in plain and "--summary" in plain
     args = comparison.training_run("uptrained-transfer", 3).args
     assert args[-4:] == ["--q-init-scale", "4", "--cross-proj-dim", "16"]
     assert "--transfer-updates" not in args
