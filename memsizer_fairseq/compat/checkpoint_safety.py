@@ -146,9 +146,8 @@ def atomic_write(dst_path: str, write: typing.Callable[[str], object]):
 
 
 def atomic_copy(src_path: str, dst_path: str) -> bool:
-    """Copy a local file so that ``dst_path`` is never seen half-written. Like fairseq's local
-    copy, it overwrites ``dst_path``; fairseq's checkpoint code always asks for that
-    (``overwrite=True``)."""
+    """Copy a local file so that ``dst_path`` is never seen half-written (it overwrites
+    ``dst_path``, as fairseq's checkpoint code asks: ``overwrite=True``)."""
     atomic_write(dst_path, lambda tmp_path: shutil.copyfile(src_path, tmp_path))
     return True
 
@@ -160,8 +159,8 @@ def _atomic(copy):
         remote = PathManager.path_requires_pathmanager(src_path) or (
             PathManager.path_requires_pathmanager(dst_path)
         )
-        if remote:
-            return copy(src_path, dst_path, overwrite=overwrite)
+        if remote or (not overwrite and os.path.exists(dst_path)):
+            return copy(src_path, dst_path, overwrite=overwrite)  # fairseq's own answer
         return atomic_copy(src_path, dst_path)
 
     copy_atomically.memsizer_atomic = True

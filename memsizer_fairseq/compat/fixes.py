@@ -1,12 +1,13 @@
 """Fixes for fairseq-fixed 0.12.3.1 behaviour that silently loses or reorders data, or crashes.
-Each is installed by name from :mod:`memsizer_fairseq.compat` (``MEMSIZER_FAIRSEQ_FIXES``).
+Each is installed by name from :mod:`memsizer_fairseq.compat` (``MEMSIZER_FAIRSEQ_FIXES``), which
+says which are installed by default (those that only turn a crash into a result).
 
 1. The last batch is dropped (:func:`keep_remainder_batches`).
 2. A resumed run is cut into other batches than the uninterrupted run
    (:func:`same_batches_after_resume`).
 3. ``fairseq-generate --replace-unk`` crashes for every model (:func:`replace_unk_from_pairs`).
-4. ``--diverse-beam-groups`` crashes for every model once sentence ids exceed the batch size
-   (:func:`diverse_beam_search_by_position`).
+4. ``--diverse-beam-groups`` crashes for every model once sentence ids exceed the batch size,
+   and reads another sentence's overlaps before that (:func:`diverse_beam_search_by_position`).
 5. A finished ``fairseq-train`` aborts at exit (``terminate called without an active
    exception``, exit 134) while its data buffer thread is collating batches
    (:func:`stop_data_buffers_at_exit`).
@@ -120,8 +121,8 @@ def same_batches_after_resume():
 
 def _replacing_from_pairs(replace_unk):
     def replace_unk_with_word_pairs(hypo_str, src_str, alignment, align_dict, unk):
-        if unk not in hypo_str.split():
-            return hypo_str
+        if unk not in hypo_str.split():  # nothing to replace: fairseq's own result
+            return replace_unk(hypo_str, src_str, alignment, align_dict, unk)
         if alignment is None or len(alignment) == 0:
             raise ValueError("--replace-unk takes each <unk>'s source word from the hard "
                              "alignment: add --print-alignment hard")
@@ -177,6 +178,7 @@ def diverse_beam_search_by_position():
 
 
 _live_buffers = weakref.WeakSet()
+_stopping_at_exit = False  # _stop_live_buffers registered with atexit
 
 
 def _until_stopped(source, stop):
@@ -189,9 +191,13 @@ def _until_stopped(source, stop):
 def _stoppable(init):
     @functools.wraps(init)
     def init_stoppable(self, queue_, source, *args, **kwargs):
+        global _stopping_at_exit
         self.memsizer_stop = threading.Event()
         init(self, queue_, _until_stopped(source, self.memsizer_stop), *args, **kwargs)
         _live_buffers.add(self)
+        if not _stopping_at_exit:
+            _stopping_at_exit = True
+            atexit.register(_stop_live_buffers)
 
     init_stoppable.stoppable = True
     return init_stoppable
@@ -224,7 +230,6 @@ def stop_data_buffers_at_exit():
     consumer = iterators.BackgroundConsumer
     if not getattr(consumer.__init__, "stoppable", False):
         consumer.__init__ = _stoppable(consumer.__init__)
-        atexit.register(_stop_live_buffers)
 
 
 PATIENCE_STATE = "memsizer_patience"

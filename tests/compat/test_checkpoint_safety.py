@@ -1,14 +1,13 @@
 """Checkpoints load under torch's safe loader; a code-carrying checkpoint is refused unrun."""
 import os
 import pickle
-import subprocess
 
 import pytest
 import torch
 from fairseq import checkpoint_utils
 
 import memsizer_fairseq  # noqa: F401  (installs the allowlist)
-from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, fairseq_command
+from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR
 
 
 class RunsCode:
@@ -36,20 +35,15 @@ def test_fairseq_loader_refuses_code_and_does_not_run_it(tmp_path):
 
 
 def test_fairseq_generate_refuses_code_and_does_not_run_it(tmp_path):
-    from fairseq_helpers import write_dicts
+    from fairseq_helpers import run_cli_in_process, write_dicts
 
     data = write_dicts(str(tmp_path / "data"))
     marker = tmp_path / "code-ran"
     path = tmp_path / "evil.pt"
     write_malicious_checkpoint(path, marker)
-    env = {k: v for k, v in os.environ.items() if k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}
-    proc = subprocess.run(
-        fairseq_command("generate", [data, "--user-dir", USER_DIR, "--path", path,
-                                     "-s", "src", "-t", "tgt", "--cpu"]),
-        capture_output=True, text=True, env=env, timeout=300,
-    )
-    assert proc.returncode != 0
-    assert "system" in proc.stderr + proc.stdout
+    with pytest.raises(pickle.UnpicklingError, match="system"):
+        run_cli_in_process("generate", [data, "--user-dir", USER_DIR, "--path", path,
+                                         "-s", "src", "-t", "tgt", "--cpu"])
     assert not marker.exists()
 
 

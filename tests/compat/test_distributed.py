@@ -46,13 +46,18 @@ def distributed_flags(world_size, rank, port):
     ]
 
 
+# a run resumed in epoch 2 takes the batches the uninterrupted run took
+RESUMABLE = {"MEMSIZER_FAIRSEQ_FIXES": "default,same_batches_after_resume"}
+
+
 def train_on_ranks(args, world_size=2, timeout=300):
     """One ``fairseq-train`` process per rank; returns their outputs (rank 0 first)."""
     port = free_port()
     procs = [
         subprocess.Popen(
             fairseq_command("train", [*args, *distributed_flags(world_size, rank, port)]),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=child_env(RESUMABLE),
         )
         for rank in range(world_size)
     ]
@@ -83,7 +88,8 @@ def test_memsizer_transformer_two_ranks_equal_one_rank_with_twice_the_batch(tmp_
     assert "num_updates 8" in rank0.replace("=", " ")
 
     one = str(tmp_path / "one_rank")
-    train_subprocess(train_args(data, one, *common, "--max-update", "8", "--update-freq", "2"))
+    train_subprocess(train_args(data, one, *common, "--max-update", "8", "--update-freq", "2"),
+                     env=RESUMABLE)
 
     got = load_params(os.path.join(two, "checkpoint_last.pt"))
     want = load_params(os.path.join(one, "checkpoint_last.pt"))
@@ -119,7 +125,7 @@ def test_memsizer_lm_two_ranks_equal_one_rank_with_twice_the_batch(tmp_path):
 
     two, one = str(tmp_path / "two_ranks"), str(tmp_path / "one_rank")
     train_on_ranks(lm_args(two))
-    train_subprocess(lm_args(one, "--update-freq", "2"))
+    train_subprocess(lm_args(one, "--update-freq", "2"), env=RESUMABLE)
     got = load_params(os.path.join(two, "checkpoint_last.pt"))
     want = load_params(os.path.join(one, "checkpoint_last.pt"))
     assert max_param_diff(got, want) <= TOL

@@ -175,9 +175,11 @@ def test_memsizer_checkpoint_with_other_settings_names_the_flag(dicts):
 
 
 def _generate(corpus, checkpoint, *extra):
+    """fairseq-generate in batches of 16, the last one smaller (fairseq-fixed drops a batch that
+    is not a multiple of --required-batch-size-multiple, 8 unless set)."""
     return run_cli_in_process("generate", [
         corpus, "--user-dir", USER_DIR, "--path", checkpoint, "--cpu", "--beam", "2",
-        "--max-len-b", "10", "--batch-size", "16", *extra,
+        "--max-len-b", "10", "--batch-size", "16", "--required-batch-size-multiple", "1", *extra,
     ])
 
 

@@ -1,4 +1,6 @@
-"""Crash and resume: a SIGKILLed ``fairseq-train`` resumes and ends where an unbroken run ends."""
+"""Crash and resume: a SIGKILLed ``fairseq-train`` resumes and ends where an unbroken run ends, with
+the fixes a resumable run needs turned on (``same_batches_after_resume``, ``patience_resume``);
+``atomic_checkpoint_copies`` is on by default."""
 import io
 import os
 import re
@@ -11,7 +13,7 @@ import time
 import pytest
 import torch
 
-import memsizer_fairseq  # noqa: F401  (allowlist, crash-safe checkpoint copies)
+from memsizer_fairseq import compat
 from fairseq_helpers import (
     child_env,
     load_params,
@@ -37,6 +39,8 @@ def final_losses(log):
 # -- the resume tests ---------------------------------------------------------------------------
 
 MAX_UPDATE = 24
+# what fairseq-train needs to resume on the batches it would have trained on
+RESUMABLE = {"MEMSIZER_FAIRSEQ_FIXES": "default,same_batches_after_resume"}
 RESUME_TRAIN = [
     "--max-update", str(MAX_UPDATE), "--save-interval-updates", "5", "--no-epoch-checkpoints",
     "--dropout", "0.1",  # resuming must also restore the dropout random stream
@@ -76,7 +80,7 @@ def resume_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(resume_data, tmp_path_factory):
     save = str(tmp_path_factory.mktemp("uninterrupted"))
-    log = train_subprocess(train_args(resume_data, save, *RESUME_TRAIN))
+    log = train_subprocess(train_args(resume_data, save, *RESUME_TRAIN), env=RESUMABLE)
     return log, os.path.join(save, "checkpoint_last.pt")
 
 
@@ -84,7 +88,7 @@ def kill_when(args, pattern, timeout=300):
     """Start fairseq-train and SIGKILL it as soon as a line of its output matches ``pattern``."""
     proc = subprocess.Popen(
         fairseq_command("train", args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=child_env(),
+        text=True, env=child_env(RESUMABLE),
     )
     lines, deadline = [], time.time() + timeout
     try:
@@ -114,7 +118,7 @@ def test_sigkilled_training_resumes_and_matches_an_uninterrupted_run(
     script.write_text(KILL_DURING_COPY)
     proc = subprocess.run(
         [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=child_env({"KILL_DURING_COPY": "3"}), timeout=300,
+        text=True, env=child_env({"KILL_DURING_COPY": "3", **RESUMABLE}), timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL and "FAULT: killed while copying" in proc.stdout
     saved = re.findall(r"Saved checkpoint \S+ \(epoch \d+ @ (\d+) updates", proc.stdout)
@@ -131,7 +135,7 @@ def test_sigkilled_training_resumes_and_matches_an_uninterrupted_run(
     saved = re.findall(r"Saved checkpoint \S+ \(epoch \d+ @ (\d+) updates", log)
 
     # 3. resumes from the latest checkpoint and finishes
-    log = train_subprocess(args)
+    log = train_subprocess(args, env=RESUMABLE)
     assert loaded_updates(log) == int(saved[-1]), log[-3000:]
     assert f"num_updates {MAX_UPDATE}" in log.replace("=", " ")
 
@@ -159,12 +163,13 @@ def test_interrupted_copy_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
             f.write(open(src, "rb").read()[:500])
         raise KeyboardInterrupt  # stands for the process dying here
 
-    monkeypatch.setattr(shutil, "copyfile", copy_half_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        PathManager.copy(str(new), str(good), overwrite=True)
-    assert good.read_bytes() == b"previous complete checkpoint"
-    monkeypatch.undo()
-    assert PathManager.copy(str(new), str(good), overwrite=True)
+    with compat.fixes_installed("atomic_checkpoint_copies"):
+        monkeypatch.setattr(shutil, "copyfile", copy_half_then_crash)
+        with pytest.raises(KeyboardInterrupt):
+            PathManager.copy(str(new), str(good), overwrite=True)
+        assert good.read_bytes() == b"previous complete checkpoint"
+        monkeypatch.undo()
+        assert PathManager.copy(str(new), str(good), overwrite=True)
     assert good.read_bytes() == b"x" * 1000
     assert sorted(os.listdir(tmp_path)) == ["checkpoint_2_10.pt", "checkpoint_last.pt"]
 
@@ -213,7 +218,15 @@ def updates_in(checkpoint):
     return torch.load(checkpoint)["optimizer_history"][-1]["num_updates"]
 
 
-def test_a_resumed_run_stops_early_where_the_uninterrupted_run_stops(resume_data, tmp_path):
+@pytest.fixture
+def patience_resume():
+    with compat.fixes_installed("patience_resume"):
+        yield
+
+
+def test_a_resumed_run_stops_early_where_the_uninterrupted_run_stops(
+    resume_data, tmp_path, patience_resume
+):
     stopped_at = train_until_stopped(
         train_args(resume_data, str(tmp_path / "whole"), *PATIENT, "--max-update", "100"))
     assert 4 < stopped_at < 100  # stopped by --patience, after the interruption below
