@@ -238,7 +238,8 @@ class Comparison:
                 *render_args(flags), "--save-dir", self.save_dir(config, seed),
                 *self.settings["train_args"], *self._flags(config)]
         return TrainingRun(f"{config}@{seed}", args, self.save_dir(config, seed),
-                           self.log(config, seed, "train"), max_update)
+                           self.log(config, seed, "train"), max_update,
+                           self.converted(config, seed) if uptrained else None)
 
     def train(self, runs: List[TrainingRun]):
         """Train the runs not trained yet, two at a time on halves of the cores; each is its own

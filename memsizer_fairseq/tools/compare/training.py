@@ -7,7 +7,7 @@ import os
 import shlex
 import threading
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ..toolkit import fairseq_cli, fairseq_logs
 
@@ -23,6 +23,7 @@ class TrainingRun:
     save_dir: str
     log_path: str
     max_update: int
+    started_from: Optional[str] = None  # --finetune-from-model: its training time is not ours
 
 
 def run_training(run: TrainingRun, threads: int, label: str, out, progress: bool = True,
@@ -76,9 +77,14 @@ def train_side_by_side(runs: List[TrainingRun], threads: int, task: str, out,
 
 
 def training_summary(run: TrainingRun) -> Dict:
-    """Updates and training time (every session's, from the last checkpoint) and the JSON
-    records of a run."""
+    """Updates and training time (every session's, from the last checkpoint, less that of the
+    checkpoint it was fine-tuned from, which fairseq carries on) and the JSON records of a
+    run."""
     records = fairseq_logs.read_records(run.log_path)
-    state = fairseq_logs.training_state(os.path.join(run.save_dir, "checkpoint_last.pt"))
-    return {**(state or {"updates": 0, "wall_seconds": 0.0}), "max_update": run.max_update,
-            "valid": records["valid"], "train_inner": records["train_inner"]}
+    state = fairseq_logs.training_state(os.path.join(run.save_dir, "checkpoint_last.pt")) or \
+        {"updates": 0, "wall_seconds": 0.0}
+    if run.started_from:
+        before = fairseq_logs.training_state(run.started_from)
+        state["wall_seconds"] = round(state["wall_seconds"] - before["wall_seconds"], 1)
+    return {**state, "max_update": run.max_update, "valid": records["valid"],
+            "train_inner": records["train_inner"]}
