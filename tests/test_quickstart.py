@@ -1,8 +1,10 @@
 """The quick-start (examples/quickstart/quickstart.py): refuses bad flags by name before any
-work, and runs end to end in a small setting, printing the BLEU table and the decoding profile
-(the Transformer's state grows with the output length, Memsizer's does not)."""
+work, and runs end to end in a small setting, showing each training's progress and printing the
+BLEU table and the decoding profile (the Transformer's state grows with the output length,
+Memsizer's does not)."""
 import importlib.util
 import os
+import re
 
 import pytest
 
@@ -42,9 +44,16 @@ def test_unwritable_workdir_is_refused(tmp_path, capsys):
 def test_runs_end_to_end_and_profiles_decoding(tmp_path, capsys):
     work = tmp_path / "w"
     _quickstart().main(["--workdir", str(work), "--updates", "20", "--train-size", "300",
-                        "--test-size", "16"])
-    out = capsys.readouterr().out
-    assert "| memsizer_transformer |" in out and "| transformer |" in out
+                        "--test-size", "19"])
+    captured = capsys.readouterr()
+    out = captured.out
+    for arch in ("memsizer_transformer", "transformer"):  # a progress bar per training
+        assert re.search(rf"train: {arch}: .*\b20/20\b", captured.err), captured.err[-2000:]
+    assert "19 test sentences, 20 updates each" in out
+    table = {row.split("|")[1].strip(): row.split("|")[2:-1] for row in out.splitlines()
+             if row.startswith("| memsizer_transformer |") or row.startswith("| transformer |")}
+    assert sorted(table) == ["memsizer_transformer", "transformer"]
+    assert all(0 <= float(cells[0]) <= 100 and float(cells[1]) > 0 for cells in table.values())
     rows = [line.split("|")[1:-1] for line in out.splitlines()
             if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
     assert [int(row[0]) for row in rows] == [16, 32, 64, 128, 256]

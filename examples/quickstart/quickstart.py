@@ -2,43 +2,47 @@
 
 Builds a synthetic corpus (no download), binarizes it with fairseq-preprocess, trains
 ``memsizer_transformer`` and fairseq's ``transformer`` of the same size with fairseq-train (same
-updates, same seed), decodes the test set with fairseq-generate (beam 4) and prints BLEU and
-decoding time side by side. Then it shows what Memsizer is for: each model decodes test sentences
-token by token up to 256 output tokens, and the time of a decoder step and the decoding state per
-sentence are printed (and plotted to ``decoding.png``) against the output length: the
-Transformer's grow with it, Memsizer's stay flat. Takes a few minutes on 2 CPU cores.
+updates, same seed; side by side, one thread each, a progress bar each), translates the test set
+with fairseq's beam search (beam 4) and prints BLEU and decoding time side by side. Then it shows
+what Memsizer is for: each model decodes test sentences token by token up to 256 output tokens,
+and the time of a decoder step and the decoding state per sentence are printed (and plotted to
+``decoding.png``) against the output length: the Transformer's grow with it, Memsizer's stay
+flat. A few minutes on 2 CPU cores.
 """
 import argparse
+import logging
 import os
 import shutil
 import sys
-import time
+import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from memsizer_fairseq.tools.compare.state_size import decoding_profile  # noqa: E402
-from memsizer_fairseq.tools.toolkit import fairseq_cli  # noqa: E402
+from memsizer_fairseq.tools.compare.training import TrainingRun, train_side_by_side  # noqa: E402
 from memsizer_fairseq.tools.tasks import SPLITS, TRANSLATION, Layout  # noqa: E402
+from memsizer_fairseq.tools.toolkit import fairseq_cli, generation  # noqa: E402
 
 MODEL_SIZE = [
     "--encoder-layers", "2", "--decoder-layers", "2",
-    "--encoder-embed-dim", "128", "--decoder-embed-dim", "128",
-    "--encoder-ffn-embed-dim", "256", "--decoder-ffn-embed-dim", "256",
+    "--encoder-embed-dim", "64", "--decoder-embed-dim", "64",
+    "--encoder-ffn-embed-dim", "128", "--decoder-ffn-embed-dim", "128",
     "--encoder-attention-heads", "4", "--decoder-attention-heads", "4",
     "--share-all-embeddings",
 ]
+SIZE_NAME = "2+2 layers, d=64"
 
 
 def train_args(data, save_dir, arch, updates, seed):
     return [
         data, "--user-dir", fairseq_cli.USER_DIR, "--arch", arch, *MODEL_SIZE,
-        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "2e-3",
-        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "150", "--clip-norm", "1.0",
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", "3e-3",
+        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "60", "--clip-norm", "1.0",
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-        "--dropout", "0.1", "--max-tokens", "2048", "--max-update", updates, "--seed", seed,
-        "--save-dir", save_dir, "--no-epoch-checkpoints", "--log-format", "simple",
-        "--log-interval", "100", "--num-workers", "0", "--cpu",
+        "--dropout", "0.1", "--max-tokens", "1024", "--max-update", str(updates),
+        "--seed", str(seed), "--save-dir", save_dir, "--no-epoch-checkpoints",
+        "--log-format", "json", "--log-interval", "10", "--num-workers", "0", "--cpu",
     ]
 
 
@@ -61,9 +65,9 @@ def at_least(minimum: int):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "quickstart"))
-    parser.add_argument("--updates", type=at_least(1), default=800,
+    parser.add_argument("--updates", type=at_least(1), default=400,
                         help="training updates per model")
-    parser.add_argument("--train-size", type=at_least(100), default=8000)
+    parser.add_argument("--train-size", type=at_least(100), default=2000)
     parser.add_argument("--test-size", type=at_least(PROFILE_SENTENCES), default=1000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
@@ -118,6 +122,9 @@ def plot_profiles(profiles, path):
 
 def main(argv=None):
     args = parse_args(argv)
+    # fairseq's commands configure the root logger at INFO when imported; those run in this
+    # process (preprocessing, translation) log to their files, the console shows warnings only
+    logging.basicConfig(level=logging.WARNING)
     try:
         run(args)
     except fairseq_cli.FairseqCommandError as error:
@@ -128,7 +135,6 @@ def main(argv=None):
 
 
 def run(args):
-
     raw = os.path.join(args.workdir, "raw")
     data = os.path.join(args.workdir, "data-bin")
     print(f"[1/4] building a toy translation corpus in {raw}", flush=True)
@@ -142,32 +148,38 @@ def run(args):
         shutil.rmtree(data)  # an earlier run's binarized corpus (the corpus is rebuilt)
     fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
 
-    results = {}
-    for step, arch in ((3, TRANSLATION.archs["memsizer"]), (3, TRANSLATION.archs["transformer"])):
+    archs = (TRANSLATION.archs["memsizer"], TRANSLATION.archs["transformer"])
+    runs = []
+    for arch in archs:
         save_dir = os.path.join(args.workdir, "checkpoints", arch)
-        print(f"[{step}/4] fairseq-train --arch {arch} ({args.updates} updates)", flush=True)
-        start = time.time()
-        fairseq_cli.run_fairseq(
-            "train", train_args(data, save_dir, arch, args.updates, args.seed),
-            os.path.join(args.workdir, f"train.{arch}.log"),
-        )
-        train_seconds = time.time() - start
-        results[arch] = (train_seconds, save_dir)
+        if os.path.isdir(save_dir):
+            shutil.rmtree(save_dir)  # an earlier run's checkpoints would be resumed
+        runs.append(TrainingRun(arch, train_args(data, save_dir, arch, args.updates, args.seed),
+                                save_dir, os.path.join(args.workdir, f"train.{arch}.log"),
+                                args.updates))
+    print(f"[3/4] fairseq-train, {args.updates} updates each, both models at once "
+          f"(one thread each)", flush=True)
+    trained = train_side_by_side(runs, threads=1, task="train", out=sys.stderr)
 
-    print("[4/4] fairseq-generate --beam 4 on the test set", flush=True)
+    print("[4/4] translating the test set (fairseq's beam search, beam 4)", flush=True)
     rows = []
-    for arch, (train_seconds, save_dir) in results.items():
-        gen = fairseq_cli.generate(
-            data, os.path.join(save_dir, "checkpoint_best.pt"), beam=4, batch_size=64,
-            extra=["--cpu", "--num-workers", "0"],
-            log_path=os.path.join(args.workdir, f"generate.{arch}.log"),
-        )
-        rows.append((arch, gen.bleu, gen.seconds, gen.sentences_per_second,
-                     gen.tokens / gen.seconds, train_seconds))
+    for run in runs:
+        with warnings.catch_warnings():  # fairseq's configuration notices (hydra, torch)
+            warnings.simplefilter("ignore", UserWarning)
+            result = generation.generate([
+                data, "--user-dir", fairseq_cli.USER_DIR, "--path",
+                os.path.join(run.save_dir, "checkpoint_best.pt"), "--gen-subset", "test",
+                "--beam", "4", "--batch-size", "64", "--required-batch-size-multiple", "1",
+                "--cpu", "--num-workers", "0"],
+                log_path=os.path.join(args.workdir, f"generate.{run.name}.log"))
+        rows.append((run.name, generation.bleu(result)["sacrebleu"], result.seconds,
+                     result.sentences / result.seconds, result.tokens / result.seconds,
+                     trained[run.name]["wall_seconds"]))
+        translated = result.sentences
 
     print()
-    print(f"Toy translation, {args.test_size} test sentences, {args.updates} updates each, "
-          f"same size (2+2 layers, d=128), beam 4, CPU")
+    print(f"Toy translation, {translated} test sentences, {args.updates} updates each, "
+          f"same size ({SIZE_NAME}), beam 4, CPU, one thread")
     print("| model | BLEU | decode time (s) | sentences/s | tokens/s | train time (s) |")
     print("|---|---|---|---|---|---|")
     for arch, bleu, seconds, sps, tps, train_seconds in rows:
@@ -179,10 +191,10 @@ def run(args):
 
     print(f"\nDecoding cost against the output length ({PROFILE_SENTENCES} test sentences, "
           f"greedy, token by token; median step time since the previous row)")
-    profiles = {arch: decoding_profile(os.path.join(save_dir, "checkpoint_best.pt"), data,
-                                       PROFILE_LENGTHS, sentences=PROFILE_SENTENCES,
-                                       threads=int(os.environ.get("OMP_NUM_THREADS", "1")))
-                for arch, (_seconds, save_dir) in results.items()}
+    profiles = {run.name: decoding_profile(os.path.join(run.save_dir, "checkpoint_best.pt"),
+                                           data, PROFILE_LENGTHS, sentences=PROFILE_SENTENCES,
+                                           threads=int(os.environ.get("OMP_NUM_THREADS", "1")))
+                for run in runs}
     print(profile_table(profiles))
     plot = os.path.join(args.workdir, "decoding.png")
     plot_profiles(profiles, plot)

@@ -54,12 +54,14 @@ def fairseq_logs(log_path: Optional[str]):
     saved, level = root.handlers[:], root.level
     handler = logging.FileHandler(log_path, mode="w", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)s | %(name)s | %(message)s"))
-    root.handlers, root.level = [handler], logging.INFO
+    root.handlers = [handler]
+    root.setLevel(logging.INFO)  # setLevel: the loggers' cached levels are cleared
     try:
         yield
     finally:
         handler.close()
-        root.handlers, root.level = saved, level
+        root.handlers = saved
+        root.setLevel(level)
 
 
 def _parse(parser, args: Sequence[str]):
