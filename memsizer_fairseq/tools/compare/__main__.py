@@ -193,6 +193,7 @@ def print_status(args) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     if args.status:
         return print_status(args)
     if args.device is None:
@@ -200,11 +201,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    from ..toolkit.plugin import turn_on_fixes
+    from ..toolkit.plugin import fixes_on
 
-    fixes = turn_on_fixes(FIXES)
-    command = "python -m memsizer_fairseq.tools.compare " + shlex.join(
-        list(argv) if argv is not None else sys.argv[1:])
+    with fixes_on(FIXES) as fixes:
+        return run(args, fixes)
+
+
+def run(args, fixes) -> int:
+    command = "python -m memsizer_fairseq.tools.compare " + shlex.join(args.argv)
     work_dirs: List = []
     created: List[str] = []  # task work directories this run made
     budget_dir = os.path.join(args.work_dir, args.budget)

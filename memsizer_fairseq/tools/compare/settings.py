@@ -103,8 +103,9 @@ _SEQ2SEQ_TINY_FRONTIER = {
     "softmax-cross": "--cross-attention softmax",
     "softmax-cross-last": "--cross-attention memsizer,softmax",
 }
+# validated and saved every validate_every updates only (not also at each ~16-update epoch)
 _TINY_TRAIN: Args = {"--max-tokens": 1024, "--lr": 2e-3, "--warmup-updates": 60,
-                     "--log-interval": 10}
+                     "--log-interval": 10, "--validate-interval": 1000, "--save-interval": 1000}
 
 TRANSLATION = TaskSettings(
     task=tasks.TRANSLATION, corpus="mt-en-de",

@@ -1,9 +1,10 @@
 """What the tools use of the plugin, imported in this one place (the plugin never imports the
 tools)."""
+import contextlib
 import os
-from typing import Sequence, Tuple
+from typing import Iterator, Sequence, Tuple
 
-from ...compat import ENVIRONMENT_VARIABLE, fix_table
+from ...compat import ENVIRONMENT_VARIABLE, fixes_installed
 from ...compat.checkpoint_safety import atomic_write
 from ...config import MemsizerConfig
 from ...models.attention import MemsizerAttention
@@ -16,18 +17,23 @@ def add_memsizer_args(parser):
     MemsizerConfig.add_args(parser)
 
 
-def turn_on_fixes(names: Sequence[str]) -> Tuple[str, ...]:
-    """The named fairseq fixes, on in this process and, through ``MEMSIZER_FAIRSEQ_FIXES``, in
-    every fairseq command it starts from now on; returns the names."""
-    table = fix_table()
-    unknown = [name for name in names if name not in table]
-    if unknown:
-        raise ValueError(f"unknown fairseq fix {', '.join(unknown)}; known: {', '.join(table)}")
-    for name in names:
-        table[name].install()  # idempotent
-    os.environ[ENVIRONMENT_VARIABLE] = ",".join(names) or "none"
-    return tuple(names)
+@contextlib.contextmanager
+def fixes_on(names: Sequence[str]) -> Iterator[Tuple[str, ...]]:
+    """The named fairseq fixes on for the ``with`` block: in this process (fairseq in-process)
+    and, through ``MEMSIZER_FAIRSEQ_FIXES``, in every fairseq command started meanwhile; what
+    was there before is put back after. Yields the names."""
+    value = ",".join(names) or "none"
+    saved = os.environ.get(ENVIRONMENT_VARIABLE)
+    os.environ[ENVIRONMENT_VARIABLE] = value
+    try:
+        with fixes_installed(value):
+            yield tuple(names)
+    finally:
+        if saved is None:
+            os.environ.pop(ENVIRONMENT_VARIABLE, None)
+        else:
+            os.environ[ENVIRONMENT_VARIABLE] = saved
 
 
 __all__ = ["MemsizerAttention", "MemsizerConfig", "RougeF1", "add_memsizer_args", "atomic_write",
-           "turn_on_fixes", "uptrain_arch_map"]
+           "fixes_on", "uptrain_arch_map"]

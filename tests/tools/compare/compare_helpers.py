@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from memsizer_fairseq.compat import ENVIRONMENT_VARIABLE
 from memsizer_fairseq.tools.compare.__main__ import main
 
 
@@ -21,21 +20,17 @@ class Finished:
 
 def run_compare(work_dir, *args) -> Finished:
     """``python -m memsizer_fairseq.tools.compare --budget tiny ARGS`` in this process; the
-    environment variable, signal handler and thread count it sets are restored after."""
+    signal handler and thread count it sets are restored after (the fairseq fixes it turns on
+    are on only while it runs)."""
     out, err = io.StringIO(), io.StringIO()
-    saved = (os.environ.get(ENVIRONMENT_VARIABLE), signal.getsignal(signal.SIGTERM),
-             torch.get_num_threads())
+    saved = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(["--budget", "tiny", "--no-progress", "--work-dir", str(work_dir),
                          *map(str, args)])
     finally:
-        if saved[0] is None:
-            os.environ.pop(ENVIRONMENT_VARIABLE, None)
-        else:
-            os.environ[ENVIRONMENT_VARIABLE] = saved[0]
-        signal.signal(signal.SIGTERM, saved[1])
-        torch.set_num_threads(saved[2])
+        signal.signal(signal.SIGTERM, saved[0])
+        torch.set_num_threads(saved[1])
     return Finished(code, out.getvalue(), err.getvalue())
 
 
