@@ -7,8 +7,19 @@ from memsizer_fairseq.tools.toolkit import fairseq_cli
 from memsizer_fairseq.tools.benchmark.alignment import accuracy, hard_alignments
 from memsizer_fairseq.tools.toolkit.toy_data import read_alignments
 from fairseq_helpers import TOY_MODEL, TOY_TRAIN, run_in_process
+from memsizer_fairseq import compat
 
 BLEU_FLOOR = 40.0
+
+
+@pytest.fixture(autouse=True)
+def every_test_sentence(monkeypatch):
+    """fairseq-generate translates all 100 test sentences (fairseq-fixed drops the last batch
+    that is not a multiple of --required-batch-size-multiple): the fix keep_last_batch, in the
+    commands started here and in this process."""
+    monkeypatch.setenv(compat.ENVIRONMENT_VARIABLE, "default,keep_last_batch")
+    with compat.fixes_installed("keep_last_batch"):
+        yield
 
 
 def test_generate_beam4_learns_and_reloads_checkpoint(trained):
