@@ -33,11 +33,14 @@ import queue
 import sys
 import threading
 import weakref
+from typing import Optional
 
 import numpy as np
+import torch
 from fairseq import search, trainer, utils
 from fairseq.data import data_utils, iterators
 from fairseq.tasks import FairseqTask
+from torch import Tensor
 
 
 def _keeping_remainder(batch_by_size):
@@ -149,32 +152,129 @@ def replace_unk_from_pairs():
         utils.replace_unk = _replacing_from_pairs(utils.replace_unk)
 
 
-def _by_position(step):
-    @functools.wraps(step)
-    def step_by_batch_position(self, step_number, lprobs, scores, prev_output_tokens=None,
-                               original_batch_idxs=None):
-        if original_batch_idxs is not None:
-            if step_number == 0:
-                self.first_step_ids = original_batch_idxs.clone()
-            # the row of each sentence in the first step's batch
-            original_batch_idxs = (original_batch_idxs.unsqueeze(1)
-                                   == self.first_step_ids.unsqueeze(0)).int().argmax(dim=1)
-        return step(self, step_number, lprobs, scores, prev_output_tokens, original_batch_idxs)
+def _init_with_first_step_ids(init):
+    @functools.wraps(init)
+    def init_with_first_step_ids(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        # the sentence id of each row of group_overlap (the first step's batch), set at step 0
+        self.first_step_ids = torch.empty(0, dtype=torch.long)
 
-    step_by_batch_position.by_position = True
-    return step_by_batch_position
+    init_with_first_step_ids.by_position = True
+    return init_with_first_step_ids
+
+
+@torch.jit.export
+def _step_by_batch_position(
+    self,
+    step: int,
+    lprobs: Tensor,
+    scores: Tensor,
+    prev_output_tokens: Optional[Tensor] = None,
+    original_batch_idxs: Optional[Tensor] = None,
+):
+    """fairseq's ``DiverseBeamSearch.step`` with ``original_batch_idxs`` (the sentence ids)
+    mapped to the rows of ``group_overlap`` (the order of the first step's batch). Written out
+    here rather than wrapped, so that TorchScript compiles it as fairseq's method."""
+    if original_batch_idxs is not None:
+        if step == 0:
+            self.first_step_ids = original_batch_idxs.clone()
+        # the row of each sentence in the first step's batch
+        original_batch_idxs = (original_batch_idxs.unsqueeze(1)
+                               == self.first_step_ids.unsqueeze(0)).int().argmax(dim=1)
+    bsz, beam_size, vocab_size = lprobs.size()
+    if beam_size % self.num_groups != 0:
+        raise ValueError(
+            "DiverseBeamSearch requires --beam to be divisible by the number of groups"
+        )
+
+    # initialize diversity penalty
+    diversity_buf = torch.zeros(lprobs[:, 0, :].size()).to(lprobs)
+
+    scores_G, beams_G = [], []
+
+    # pre-allocating tensor for indices for all groups
+    indices_G_stacked = torch.empty(
+        bsz,
+        int(beam_size / self.num_groups) * self.candidate_multiple,
+        self.num_groups,
+        dtype=torch.long,
+        device=lprobs.device,
+    )
+
+    for g in range(self.num_groups):
+        lprobs_g = lprobs[:, g :: self.num_groups, :]
+        scores_g = scores[:, g :: self.num_groups, :] if step > 0 else None
+
+        diversity_buf.zero_()
+        # apply diversity penalty
+        if g > 0:
+            indices_ = indices_G_stacked[:, :, :g]
+            if step > 0:
+                penalty_val = 1 + self.group_overlap[original_batch_idxs, g, :g]
+                penalty_val = penalty_val.unsqueeze(1)
+            else:
+                penalty_val = torch.ones(bsz, 1, 1)
+            diversity_buf.scatter_add_(
+                1,
+                indices_.reshape(bsz, -1),
+                penalty_val.expand(indices_.size()).reshape(bsz, -1).to(diversity_buf),
+            )
+
+            lprobs_g = torch.add(
+                lprobs_g,
+                other=diversity_buf.unsqueeze(1),
+                alpha=self.diversity_strength,
+            )
+        else:
+            lprobs_g = lprobs_g.contiguous()
+
+        scores_buf, indices_buf, beams_buf = self.beam.step(
+            step, lprobs_g, scores_g, candidate_multiple=self.candidate_multiple
+        )
+        beams_buf.mul_(self.num_groups).add_(g)
+
+        scores_G.append(scores_buf.clone())
+        beams_G.append(beams_buf.clone())
+
+        indices_G_stacked[:, :, g] = indices_buf
+
+    # interleave results from different groups
+    scores_buf = torch.stack(scores_G, dim=2).view(bsz, -1)
+    indices_buf = indices_G_stacked.view(bsz, -1)
+    beams_buf = torch.stack(beams_G, dim=2).view(bsz, -1)
+    # find num of overlapped tokens for each group pair
+    # then discount it for next timestamp
+    overlap = self.diversity_discount * torch.sum(
+        indices_G_stacked.unsqueeze(2).eq(indices_G_stacked.unsqueeze(3)), dim=1
+    )
+    if step == 0:
+        self.group_overlap = overlap
+    else:
+        self.group_overlap[original_batch_idxs] = (
+            self.group_overlap[original_batch_idxs] * self.diversity_discount + overlap
+        )
+
+    return scores_buf, indices_buf, beams_buf
+
+
+_step_by_batch_position.by_position = True
 
 
 def diverse_beam_search_by_position():
-    """Patch ``fairseq.search.DiverseBeamSearch.step`` (idempotent).
+    """Patch ``fairseq.search.DiverseBeamSearch`` (idempotent).
 
-    It keeps one row of group overlaps per sentence of the batch (rows in the order of the first
-    step) but reads and writes them at ``original_batch_idxs``, which ``SequenceGenerator``
-    fills with the dataset's sentence ids: ``IndexError: index 90 is out of bounds for
-    dimension 0 with size 32`` from the second batch on. The ids are now mapped to their rows.
+    Its ``step`` keeps one row of group overlaps per sentence of the batch (rows in the order of
+    the first step) but reads and writes them at ``original_batch_idxs``, which
+    ``SequenceGenerator`` fills with the dataset's sentence ids: ``IndexError: index 90 is out of
+    bounds for dimension 0 with size 32`` from the second batch on. The ids are now mapped to
+    their rows: ``step`` is replaced by :func:`_step_by_batch_position` (fairseq's method with
+    the mapping, which TorchScript compiles as it compiles fairseq's), and ``__init__`` also
+    creates the attribute that holds the first step's ids.
     """
-    if not getattr(search.DiverseBeamSearch.step, "by_position", False):
-        search.DiverseBeamSearch.step = _by_position(search.DiverseBeamSearch.step)
+    beam_search = search.DiverseBeamSearch
+    if not getattr(beam_search.__init__, "by_position", False):
+        beam_search.__init__ = _init_with_first_step_ids(beam_search.__init__)
+    beam_search.step = _step_by_batch_position
 
 
 _live_buffers = weakref.WeakSet()
