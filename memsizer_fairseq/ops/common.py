@@ -11,17 +11,16 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def prepare(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor]):
+def prepare(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor]
+            ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``a``, ``l``, ``r`` in the accumulation dtype, ``l`` zeroed at pads (a pad writes
     nothing), and ``keep`` (``B x T``, 1 at real positions) as numbers."""
     acc = accumulation_dtype(r.dtype)
     a, l, r = a.to(acc), l.to(acc), r.to(acc)
     if keep is None:
-        keep = torch.ones(l.shape[:2], dtype=acc, device=l.device)
-    else:
-        keep = keep.to(acc)
-        l = l * keep.unsqueeze(-1)
-    return a, l, r, keep
+        return a, l, r, torch.ones(l.shape[:2], dtype=acc, device=l.device)
+    weights = keep.to(acc)
+    return a, l * weights.unsqueeze(-1), r, weights
 
 
 def running_counts(keep: Tensor, init_count: Optional[Tensor]) -> Tuple[Tensor, Tensor]:

@@ -126,3 +126,16 @@ def test_causal_forms_with_initial_state_continue_the_prefix():
         torch.testing.assert_close(rest, full[:, 20:], **TOL)
 
 
+
+
+@pytest.mark.parametrize("form", ["auto", *CAUSAL_FORMS])
+def test_compiled_the_read_runs_the_pytorch_form_of_each_form(form):
+    """TorchScript compiles causal_read to torch_causal_read: the PyTorch forms, flash-linear-
+    attention's kernels (which do not compile) by the forms computing the same numbers."""
+    a, l, r, keep, s0, n0 = inputs(length=9)
+    compiled = torch.jit.script(causal_read)
+    same = {"fla_chunk": "chunk", "fla_recurrent": "recurrent", "naive": "quadratic"}
+    want = causal_read(a, l, r, keep, s0, n0, form=same.get(form, form), block_size=4)
+    got = compiled(a, l, r, keep, s0, n0, form, 4)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)

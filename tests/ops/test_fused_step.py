@@ -5,7 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from memsizer_fairseq.ops.causal import empty_state, fused_causal_step, naive_causal_read
+from memsizer_fairseq.ops.causal import (
+    empty_state,
+    fused_causal_step,
+    naive_causal_read,
+    projected_causal_step,
+)
 
 
 def parameters(d_in=10, heads=3, slots=4, dim=6, dtype=torch.float64, seed=0):
@@ -72,3 +77,27 @@ def test_half_precision_steps_keep_a_float32_state(dtype):
     assert got.dtype == dtype
     error = float((got.double() - want).abs().max() / want.abs().max().clamp(min=1.0))
     assert error <= (3e-2 if dtype == torch.bfloat16 else 4e-3)
+
+
+def test_the_step_after_separate_projections_is_the_fused_step():
+    """projected_causal_step (a compiled layer's step: one GEMM per projection) equals
+    fused_causal_step, and both compile with TorchScript."""
+    heads, slots = 3, 4
+    weight, bias, l_norm, r_norm = parameters(heads=heads, slots=slots)
+    x = torch.randn(3, 1, 10, dtype=torch.float64)
+    keep = torch.tensor([[True], [False], [True]])
+    fused, projected = torch.jit.script(fused_causal_step), torch.jit.script(projected_causal_step)
+    results = []
+    for step in (fused_causal_step, fused, projected_causal_step, projected):
+        state_sum, state_count = empty_state(3, slots, 6, x)
+        if step in (fused_causal_step, fused):
+            results.append(step(x, weight, bias, heads, slots, l_norm, r_norm, state_sum,
+                                state_count, keep))
+        else:
+            logits, l, r = (F.linear(x, w, b) for w, b in zip(
+                weight.split((heads * slots, slots, 6)), bias.split((heads * slots, slots, 6))))
+            results.append(step(logits, l, r, heads, l_norm, r_norm, state_sum, state_count,
+                                keep))
+    for result in results[1:]:
+        for got, want in zip(result, results[0]):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from memsizer_fairseq.ops.memory import (
+    fused_memory_read,
     memory_read,
     naive_memory_read,
     naive_read_weights,
@@ -76,3 +77,38 @@ def test_half_precision_memories_are_float32():
     _, l, r, keep = inputs()
     memory = source_memory(l.half(), r.half(), keep)
     assert memory.dtype == torch.float32
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_the_fused_read_equals_the_read_of_the_slot_distribution(beams):
+    """fused_memory_read (the decoding step's read, no autograd): the GEMM, the per-head
+    softmax and its mean, then read_memory; each memory read by ``beams`` rows."""
+    _, l, r, keep = inputs(bsz=2)
+    memory = source_memory(l, r, keep)
+    x = torch.randn(2 * beams, 4, 9, dtype=torch.float64)
+    weight, bias = torch.randn(2 * 5, 9, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    a = torch.softmax(torch.nn.functional.linear(x, weight, bias).view(2 * beams, 4, 2, 5),
+                      dim=-1).mean(2)
+    torch.testing.assert_close(fused_memory_read(x, weight, bias, 2, memory),
+                               read_memory(a, memory), **TOL)
+
+
+def test_read_weights_of_a_source_read_by_its_beams():
+    heads_probs, l, _, keep = inputs(bsz=2)
+    beams = heads_probs.repeat_interleave(3, dim=0)
+    torch.testing.assert_close(read_weights(beams, l, keep),
+                               read_weights(beams, l.repeat_interleave(3, dim=0),
+                                            keep.repeat_interleave(3, dim=0)), **TOL)
+
+
+def test_the_reads_compile_with_torchscript():
+    heads_probs, l, r, keep = inputs()
+    a = heads_probs.mean(2)
+    x = torch.randn(3, 4, 9, dtype=torch.float64)
+    weight, bias = torch.randn(10, 9, dtype=torch.float64), torch.randn(10, dtype=torch.float64)
+    memory = source_memory(l, r, keep)
+    for function, arguments in ((source_memory, (l, r, keep)), (read_memory, (a, memory)),
+                                (read_weights, (heads_probs, l, keep)),
+                                (fused_memory_read, (x, weight, bias, 2, memory))):
+        torch.testing.assert_close(torch.jit.script(function)(*arguments), function(*arguments),
+                                   rtol=0, atol=0)

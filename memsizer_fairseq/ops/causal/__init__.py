@@ -19,6 +19,8 @@ d``, and count ``n_0``, ``B``, or None) and returns ``(y, S_T, n_T)``, with
 ``auto`` chooses by device and length (:func:`choose_causal_form`). Beside them,
 :func:`fused_causal_step` is the decoding step with the projections fused in (no autograd). A
 new backend is one more entry of :data:`CAUSAL_FORMS`: the layer names its form by this key.
+Compiled by TorchScript, :func:`causal_read` is :func:`torch_causal_read`, which runs the PyTorch
+forms only (TorchScript cannot compile fla's kernels; they compute the same numbers).
 """
 import functools
 from typing import Callable, Dict, Optional, Tuple
@@ -29,7 +31,7 @@ from torch import Tensor
 from .authors import authors_causal_read
 from .chunk import DEFAULT_BLOCK_SIZE, chunk_causal_read
 from .fla import fla_available, fla_causal_step, fla_chunk_causal_read, fla_recurrent_causal_read
-from .fused_step import fused_causal_step
+from .fused_step import fused_causal_step, projected_causal_step
 from .naive import naive_causal_read
 from .quadratic import quadratic_causal_read
 from .recurrent import causal_step, empty_state, recurrent_causal_read
@@ -50,17 +52,22 @@ FLA_FORMS = ("fla_chunk", "fla_recurrent")
 BLOCKED_FORMS = ("chunk",)
 FORM_CHOICES = ("auto",) + tuple(CAUSAL_FORMS)
 
-# Up to this length the quadratic form does less work in fewer kernels than the chunked one; the
-# crossover depends on the device type (measurements: docs/design_notes.md).
-QUADRATIC_MAX_LEN_BY_DEVICE = {"cpu": 256, "cuda": 1024}
+
+def quadratic_max_len_for(device: torch.device) -> int:
+    """The longest length at which the quadratic form is the faster one on ``device``: it does
+    less work in fewer kernels than the chunked one up to a crossover that depends on the device
+    type (measurements: docs/design_notes.md; the numbers are written here, where TorchScript can
+    read them)."""
+    if device.type == "cuda":
+        return 1024
+    return 256
+
+
+QUADRATIC_MAX_LEN_BY_DEVICE = {kind: quadratic_max_len_for(torch.device(kind))
+                               for kind in ("cpu", "cuda")}
 DEFAULT_QUADRATIC_MAX_LEN = QUADRATIC_MAX_LEN_BY_DEVICE["cpu"]
 # On CUDA with fla-core installed, the chunked form beyond the quadratic one's crossover is fla's
 # kernel (scripts/gpu_check.sh measures the forms side by side to revise these lengths).
-
-
-def quadratic_max_len_for(device: torch.device) -> int:
-    """The longest length at which the quadratic form is the faster one on ``device``."""
-    return QUADRATIC_MAX_LEN_BY_DEVICE.get(device.type, DEFAULT_QUADRATIC_MAX_LEN)
 
 
 def choose_causal_form(device: torch.device, length: int) -> str:
@@ -83,10 +90,33 @@ def causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
                 init_sum: Optional[Tensor] = None, init_count: Optional[Tensor] = None,
                 form: str = "auto", block_size: int = DEFAULT_BLOCK_SIZE
                 ) -> Tuple[Tensor, Tensor, Tensor]:
-    """The causal read by the form ``form`` (``auto``: :func:`choose_causal_form`)."""
+    """The causal read by the form ``form`` (``auto``: :func:`choose_causal_form`). Compiled by
+    TorchScript, it is :func:`torch_causal_read`."""
+    if torch.jit.is_scripting():
+        return torch_causal_read(a, l, r, keep, init_sum, init_count, form, block_size)
+    else:
+        if form == "auto":
+            form = choose_causal_form(a.device, a.size(1))
+        return causal_form(form, block_size)(a, l, r, keep, init_sum, init_count)
+
+
+def torch_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None,
+                      init_sum: Optional[Tensor] = None, init_count: Optional[Tensor] = None,
+                      form: str = "auto", block_size: int = DEFAULT_BLOCK_SIZE
+                      ) -> Tuple[Tensor, Tensor, Tensor]:
+    """The causal read by a PyTorch form, what a model compiled by TorchScript runs:
+    flash-linear-attention's kernels (which TorchScript cannot compile) by the PyTorch forms that
+    compute the same numbers (``fla_chunk`` by ``chunk``, ``fla_recurrent`` by ``recurrent``),
+    ``auto`` by length without them, and the per-position reference ``naive`` by ``quadratic``."""
     if form == "auto":
-        form = choose_causal_form(a.device, a.size(1))
-    return causal_form(form, block_size)(a, l, r, keep, init_sum, init_count)
+        form = "quadratic" if a.size(1) <= quadratic_max_len_for(a.device) else "chunk"
+    if form == "chunk" or form == "fla_chunk":
+        return chunk_causal_read(a, l, r, keep, init_sum, init_count, block_size)
+    if form == "recurrent" or form == "fla_recurrent":
+        return recurrent_causal_read(a, l, r, keep, init_sum, init_count)
+    if form == "authors":
+        return authors_causal_read(a, l, r, keep, init_sum, init_count)
+    return quadratic_causal_read(a, l, r, keep, init_sum, init_count)
 
 
 __all__ = [
@@ -94,6 +124,6 @@ __all__ = [
     "authors_causal_read", "causal_form", "causal_read", "causal_step", "choose_causal_form",
     "chunk_causal_read", "empty_state", "fla_available", "fla_causal_step",
     "fla_chunk_causal_read", "fla_recurrent_causal_read", "fused_causal_step",
-    "naive_causal_read", "quadratic_causal_read", "quadratic_max_len_for",
-    "recurrent_causal_read",
+    "naive_causal_read", "projected_causal_step", "quadratic_causal_read", "quadratic_max_len_for",
+    "recurrent_causal_read", "torch_causal_read",
 ]

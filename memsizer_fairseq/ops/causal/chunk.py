@@ -25,7 +25,9 @@ def chunk_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = 
     pad = blocks * block_size - length
     if pad:
         # zero rows write nothing to memory and read nothing back; they are cut off below
-        a, l, r = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (a, l, r))
+        a = torch.nn.functional.pad(a, (0, 0, 0, pad))
+        l = torch.nn.functional.pad(l, (0, 0, 0, pad))
+        r = torch.nn.functional.pad(r, (0, 0, 0, pad))
     a_blk = a.reshape(bsz * blocks, block_size, slots)
     l_blk = l.reshape(bsz * blocks, block_size, slots)
     r_blk = r.reshape(bsz * blocks, block_size, dim)

@@ -28,6 +28,9 @@ from torch import Tensor
 
 from ..common import accumulation_dtype, running_counts
 
+# the pinned version (requirements/cuda.txt): fla-core 0.6.0's chunked kernels index their loops
+# with `i_t.to(tl.int64)`, which fails under Triton's interpreter (its loop indices are Python
+# ints), so the CPU tests could not check them
 FLA_PACKAGE = "fla-core==0.5.2"
 _SLOT_MULTIPLE = 16  # tl.dot's smallest tile on a GPU
 

@@ -1,7 +1,7 @@
 """The causal read one position at a time on its state, the running sum ``S_t`` and count
 ``n_t``: ``S_t = S_{t-1} + l_t r_t^T``, ``y_t = a_t S_t / sqrt(n_t)``. O(k d) per position and a
 ``k x d`` state: incremental decoding."""
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -18,19 +18,19 @@ def causal_step(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor], state_s
     out_dtype = r.dtype
     acc = state_sum.dtype
     a, l, r = a.to(acc), l.to(acc), r.to(acc)
-    in_place = not torch.is_grad_enabled() or not any(
-        t.requires_grad for t in (a, l, r, state_sum, state_count))
+    in_place = not torch.is_grad_enabled() or not (
+        a.requires_grad or l.requires_grad or r.requires_grad or state_sum.requires_grad
+        or state_count.requires_grad)
     if keep is not None:
         step = keep.to(acc).view(-1)
         l = l * step.view(-1, 1, 1)
+        new_count = state_count.add_(step) if in_place else state_count + step
     else:
-        step = 1
+        new_count = state_count.add_(1.0) if in_place else state_count + 1.0
     if in_place:
         new_sum = state_sum.baddbmm_(l.transpose(1, 2), r)
-        new_count = state_count.add_(step)
     else:
         new_sum = torch.baddbmm(state_sum, l.transpose(1, 2), r)
-        new_count = state_count + step
     # scale the k-vector a_t rather than the d-vector read: (a_t / sqrt(n_t)) S_t
     scaled_a = a * new_count.clamp(min=1).rsqrt().view(-1, 1, 1)
     return torch.bmm(scaled_a, new_sum).to(out_dtype), new_sum, new_count
@@ -54,11 +54,14 @@ def recurrent_causal_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor
         state_sum = state_sum + init_sum.to(state_sum.dtype)
     if init_count is not None:
         state_count = state_count + init_count.to(state_count.dtype)
-    outputs = []
+    outputs: List[Tensor] = []
     for t in range(length):
+        step_keep: Optional[Tensor] = None
+        if keep is not None:
+            step_keep = keep[:, t:t + 1]
         y, state_sum, state_count = causal_step(
-            a[:, t:t + 1], l[:, t:t + 1], r[:, t:t + 1],
-            None if keep is None else keep[:, t:t + 1], state_sum, state_count)
+            a[:, t:t + 1], l[:, t:t + 1], r[:, t:t + 1], step_keep, state_sum, state_count)
         outputs.append(y)
-    y = torch.cat(outputs, dim=1) if outputs else r.new_zeros(bsz, 0, r.size(-1))
-    return y, state_sum, state_count
+    if len(outputs) == 0:
+        return r.new_zeros(bsz, 0, r.size(-1)), state_sum, state_count
+    return torch.cat(outputs, dim=1), state_sum, state_count

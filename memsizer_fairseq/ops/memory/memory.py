@@ -4,6 +4,7 @@ written once, then ``y(z) = a(z) M`` for every reading position. O((S + T) k d).
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..common import accumulation_dtype
@@ -41,6 +42,22 @@ def read_memory(a: Tensor, memory: Tensor) -> Tensor:
     return torch.bmm(grouped.to(memory.dtype), memory).view(bsz, length, -1).to(a.dtype)
 
 
+def fused_memory_read(x: Tensor, weight: Tensor, bias: Optional[Tensor], heads: int,
+                      memory: Tensor) -> Tensor:
+    """The read of ``memory`` (``U x k x d``, as in :func:`read_memory`) by the slot distribution
+    of ``x`` (``B x T x d_in``), ``a = mean_h softmax_h(Phi x)`` (``Phi``: ``weight``, ``bias``),
+    without autograd or dropout, in four kernels: the GEMM, the per-head softmax, the head mean
+    and the read. Returns ``B x T x d`` in x's dtype."""
+    bsz, length, _ = x.shape
+    slots = memory.size(1)
+    logits = F.linear(x, weight, bias)
+    if logits.dtype != memory.dtype:
+        logits = logits.to(memory.dtype)
+    a = torch.softmax(logits.view(bsz * length, heads, slots), dim=2).mean(dim=1)
+    y = read_memory(a.view(bsz, length, slots), memory)
+    return y if y.dtype == x.dtype else y.to(x.dtype)
+
+
 def memory_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None) -> Tensor:
     """The non-causal read ``y = a M`` of a source's ``l``, ``r`` (``B x S x ...``) by ``a``
     (``B x T x k``): ``B x T x d``."""
@@ -50,8 +67,13 @@ def memory_read(a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor] = None) 
 def read_weights(head_probs: Tensor, l: Tensor, keep: Optional[Tensor] = None) -> Tensor:
     """The implicit weights of the read per head, ``w^h_tj = n^(-1/2) a^h_t . l_j`` (zero at
     pads; signed, not normalised): ``y_t = sum_j mean_h(w^h_tj) r_j``. head_probs: each head's
-    slot distribution ``B x T x h x k``; l: ``B x S x k``. Returns ``h x B x T x S`` (fairseq's
+    slot distribution ``B x T x h x k``; l: ``U x S x k`` (keep ``U x S``), each source read by
+    ``B / U`` consecutive rows as in :func:`read_memory`. Returns ``h x B x T x S`` (fairseq's
     layout of per-head attention weights). O(T S) per head: only on request."""
     l, lengths = unpadded_slot_values(l, keep, head_probs.dtype)
-    weights = torch.einsum("bthk,bsk->hbts", head_probs, l)
-    return weights * lengths.clamp(min=1).rsqrt().view(1, -1, 1, 1)
+    bsz, length, heads, slots = head_probs.shape
+    shared = l.size(0)
+    grouped = head_probs.reshape(shared, bsz // shared, length, heads, slots)
+    weights = torch.einsum("ugthk,usk->hugts", grouped, l)
+    weights = weights * lengths.clamp(min=1).rsqrt().view(1, -1, 1, 1, 1)
+    return weights.reshape(heads, bsz, length, l.size(1))
