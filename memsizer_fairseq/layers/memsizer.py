@@ -15,6 +15,10 @@ composed with them. Plain PyTorch, batch-first (``B x T x d``), no fairseq impor
 The causal state (for incremental decoding) is a dict of batch-first tensors: the unscaled
 running sum ``sum`` (``B x k x d``), the count ``count`` (``B``) and, with the short convolution,
 the last ``K - 1`` inputs ``inputs`` (``B x (K-1) x d``): constant in the decoded length.
+
+The layer compiles with TorchScript (``torch.jit.script``). Compiled, it runs the PyTorch forms of
+the causal read (:func:`~memsizer_fairseq.ops.causal.torch_causal_read`: flash-linear-attention's
+kernels do not compile) and projects without the cached stacked weights (one GEMM per projection).
 """
 from typing import Dict, Optional, Tuple
 
@@ -31,14 +35,18 @@ from ..ops.causal import (
     empty_state,
     fla_causal_step,
     fused_causal_step,
+    projected_causal_step,
 )
 from ..ops.common import accumulation_dtype, check_positive
-from ..ops.memory import read_memory, read_weights, source_memory
+from ..ops.memory import fused_memory_read, read_memory, read_weights, source_memory
 from ..ops.short_conv import short_conv
 from .stacked_projections import StackedProjections, parameters_of
 
 ROLES = ("causal", "self", "cross")
-CausalState = Dict[str, Tensor]
+# the causal state, batch first; its values are Optional as in fairseq's incremental state, which
+# holds this dict as it is
+CausalState = Dict[str, Optional[Tensor]]
+Parameters = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 class MemsizerLayer(nn.Module):
@@ -148,7 +156,26 @@ class MemsizerLayer(nn.Module):
 
     def memory(self, source: Tensor, keep: Optional[Tensor] = None) -> Tensor:
         """The source memory ``M`` (``B x k x d``, accumulation dtype); keep: ``B x S``."""
-        return source_memory(*self.write_values(source), keep)
+        l, r = self.write_values(source)
+        return source_memory(l, r, keep)
+
+    def read(self, x: Tensor, memory: Tensor) -> Tensor:
+        """``y = a(x) M`` (``B x T x d``, x's dtype): the read of a source's memory (``U x k x
+        d``, from :meth:`memory`; ``U < B`` when ``B / U`` consecutive rows, the beams of a
+        sentence, share it). Without autograd, :func:`~memsizer_fairseq.ops.memory.
+        fused_memory_read`."""
+        if self.needs_autograd(x):
+            y = read_memory(self.head_probs(self.q_proj(x)).mean(dim=2), memory)
+            return y if y.dtype == x.dtype else y.to(x.dtype)
+        weight, bias = self.query_parameters()
+        return fused_memory_read(x, weight, bias, self.num_heads, memory)
+
+    def read_weights(self, x: Tensor, source: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+        """The per-head weights of :meth:`read` over the positions of ``source`` (``U x S x
+        kdim``, keep ``U x S``): ``h x B x T x S`` in x's dtype (see
+        :func:`~memsizer_fairseq.ops.memory.read_weights`)."""
+        heads = self.head_probs(self.q_proj(x))
+        return read_weights(heads, self.l_norm(self.l_proj(source)), keep).to(x.dtype)
 
     def needs_autograd(self, x: Tensor) -> bool:
         """True in training mode (attention dropout) or when the output needs a graph."""
@@ -156,25 +183,53 @@ class MemsizerLayer(nn.Module):
             return True
         if not torch.is_grad_enabled():
             return False
-        return x.requires_grad or any(p.requires_grad for p in self.projection_parameters())
+        if x.requires_grad:
+            return True
+        for parameter in self.projection_parameters():
+            if parameter.requires_grad:
+                return True
+        return False
 
-    def projection_parameters(self) -> Tuple[Tensor, ...]:
+    def projection_parameters(self) -> Parameters:
         """``Phi``, ``W_l``, ``W_r`` and their biases."""
-        modules = self._modules
-        q_weight, q_bias = parameters_of(modules["q_proj"])
-        l_weight, l_bias = parameters_of(modules["l_proj"])
-        r_weight, r_bias = parameters_of(modules["r_proj"])
-        return q_weight, l_weight, r_weight, q_bias, l_bias, r_bias
+        if torch.jit.is_scripting():
+            return (self.q_proj.weight, self.l_proj.weight, self.r_proj.weight,
+                    self.q_proj.bias, self.l_proj.bias, self.r_proj.bias)
+        else:
+            modules = self._modules
+            q_weight, q_bias = parameters_of(modules["q_proj"])
+            l_weight, l_bias = parameters_of(modules["l_proj"])
+            r_weight, r_bias = parameters_of(modules["r_proj"])
+            return q_weight, l_weight, r_weight, q_bias, l_bias, r_bias
+
+    def query_parameters(self) -> Tuple[Tensor, Tensor]:
+        """``Phi``'s weight and bias."""
+        if torch.jit.is_scripting():
+            return self.q_proj.weight, self.q_proj.bias
+        else:
+            return parameters_of(self._modules["q_proj"])
+
+    def stacked_parameters(self) -> Tuple[Tensor, Tensor]:
+        """``Phi``, ``W_l``, ``W_r`` stacked into one weight and one bias (cached; compiled by
+        TorchScript, stacked at each call)."""
+        params = self.projection_parameters()
+        if torch.jit.is_scripting():
+            return torch.cat(params[:3]), torch.cat(params[3:])
+        else:
+            return self._stacked.weights(params)
 
     def self_projections(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """The slot logits ``Phi x``, ``l(x)`` and ``r(x)`` of self-attention: without autograd
         one GEMM on the stacked weights, otherwise each ``nn.Linear`` (for their gradients)."""
         if self.needs_autograd(x):
-            return (self.q_proj(x), *self.write_values(x))
-        weight, bias = self._stacked.weights(self.projection_parameters())
-        logits, l, r = F.linear(x, weight, bias).split(
-            [self.num_heads * self.proj_dim, self.proj_dim, self.embed_dim], dim=-1)
-        return logits, self.l_norm(l), self.r_norm(r)
+            l, r = self.write_values(x)
+            return self.q_proj(x), l, r
+        weight, bias = self.stacked_parameters()
+        projected = F.linear(x, weight, bias)
+        logit_dim = self.num_heads * self.proj_dim
+        return (projected.narrow(2, 0, logit_dim),
+                self.l_norm(projected.narrow(2, logit_dim, self.proj_dim)),
+                self.r_norm(projected.narrow(2, logit_dim + self.proj_dim, self.embed_dim)))
 
     # -- the three roles -------------------------------------------------------------------------
 
@@ -187,16 +242,20 @@ class MemsizerLayer(nn.Module):
             return self.attend_causal(x, keep)[0]
         if self.role == "self":
             return self.attend_self(x, keep)[0]
-        heads = self.head_probs(self.q_proj(x))
-        return read_memory(heads.mean(dim=2).to(x.dtype), self.memory(source, source_keep))
+        if source is None:
+            raise ValueError("cross-attention reads a source: pass source")
+        return self.read(x, self.memory(source, source_keep))
 
     def attend_self(self, x: Tensor, keep: Optional[Tensor] = None, weights: bool = False
-                  ) -> Tuple[Tensor, Optional[Tensor]]:
+                    ) -> Tuple[Tensor, Optional[Tensor]]:
         """Encoder self-attention, and (``weights``) its per-head read weights ``h x B x T x T``."""
         logits, l, r = self.self_projections(x)
         heads = self.head_probs(logits)
-        y = read_memory(heads.mean(dim=2).to(logits.dtype), source_memory(l, r, keep))
-        return y, (read_weights(heads, l, keep).to(y.dtype) if weights else None)
+        y = read_memory(heads.mean(dim=2), source_memory(l, r, keep)).to(x.dtype)
+        per_head: Optional[Tensor] = None
+        if weights:
+            per_head = read_weights(heads, l, keep).to(y.dtype)
+        return y, per_head
 
     def attend_causal(self, x: Tensor, keep: Optional[Tensor] = None,
                       state: Optional[CausalState] = None
@@ -205,49 +264,72 @@ class MemsizerLayer(nn.Module):
         (``{}`` before the first position); returns the output and the new state (None without
         a state: training)."""
         new_state: CausalState = {}
-        if self.short_conv is not None:
+        conv = self.short_conv
+        if conv is not None:
             if keep is not None:
                 x = x * keep.unsqueeze(-1).to(x.dtype)
-            history = None if state is None else state.get("inputs")
-            x, new_state["inputs"] = short_conv(x, self.short_conv.to(x.dtype), history)
+            history: Optional[Tensor] = None
+            if state is not None:
+                history = state.get("inputs")
+            x, inputs = short_conv(x, conv.to(x.dtype), history)
+            new_state["inputs"] = inputs
         if state is None:
             logits, l, r = self.self_projections(x)
             a = self.head_probs(logits).mean(dim=2).to(logits.dtype)
-            y, _, _ = causal_read(a, l, r, keep, form=self.causal_form,
-                                  block_size=self.causal_block_size)
+            y = causal_read(a, l, r, keep, None, None, self.causal_form,
+                            self.causal_block_size)[0]
             return y, None
-        prev_sum, prev_count = state.get("sum"), state.get("count")
-        if prev_sum is None:
-            prev_sum, prev_count = empty_state(x.size(0), self.proj_dim, self.embed_dim, x)
-        on_fla = self.causal_form in FLA_FORMS
+        state_sum, state_count = state.get("sum"), state.get("count")
+        if state_sum is None or state_count is None:
+            state_sum, state_count = empty_state(x.size(0), self.proj_dim, self.embed_dim, x)
+        on_fla = False
+        if not torch.jit.is_scripting():
+            on_fla = self.causal_form in FLA_FORMS
         if x.size(1) == 1 and not on_fla and not self.needs_autograd(x):
-            y, new_state["sum"], new_state["count"] = self.decode_step(x, keep, prev_sum,
-                                                                       prev_count)
-            return y, new_state
-        logits, l, r = self.self_projections(x)
-        a = self.head_probs(logits).mean(dim=2).to(logits.dtype)
-        if x.size(1) == 1:  # the general step (autograd), or fla-core's kernel
-            step = fla_causal_step if on_fla else causal_step
-            y, new_sum, new_count = step(a, l, r, keep, prev_sum, prev_count)
+            y, new_sum, new_count = self.decode_step(x, keep, state_sum, state_count)
         else:
-            y, new_sum, new_count = causal_read(a, l, r, keep, prev_sum, prev_count,
-                                                form=self.causal_form,
-                                                block_size=self.causal_block_size)
-        new_state["sum"], new_state["count"] = new_sum, new_count
+            logits, l, r = self.self_projections(x)
+            a = self.head_probs(logits).mean(dim=2).to(logits.dtype)
+            if x.size(1) > 1:
+                y, new_sum, new_count = causal_read(a, l, r, keep, state_sum, state_count,
+                                                    self.causal_form, self.causal_block_size)
+            elif on_fla:  # fla-core's kernel for one position
+                y, new_sum, new_count = self.fla_step(a, l, r, keep, state_sum, state_count)
+            else:  # the general step (autograd)
+                y, new_sum, new_count = causal_step(a, l, r, keep, state_sum, state_count)
+        new_state["sum"] = new_sum
+        new_state["count"] = new_count
         return y, new_state
 
     def decode_step(self, x: Tensor, keep: Optional[Tensor], state_sum: Tensor,
                     state_count: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """One causal position without autograd (``x``: ``B x 1 x d``) by
         :func:`~memsizer_fairseq.ops.causal.fused_causal_step`; the state is updated in place.
-        The parameters are read directly: hooks on the submodules do not run here."""
-        weight, bias = self._stacked.weights(self.projection_parameters())
-        modules = self._modules
-        l_norm, r_norm = modules["l_norm"], modules["r_norm"]
-        return fused_causal_step(
-            x, weight, bias, self.num_heads, self.proj_dim,
-            (*parameters_of(l_norm), l_norm.eps), (*parameters_of(r_norm), r_norm.eps),
-            state_sum, state_count, keep)
+        The parameters are read directly: hooks on the submodules do not run here. (Compiled
+        by TorchScript: one GEMM per projection, then the same step.)"""
+        if torch.jit.is_scripting():
+            return projected_causal_step(
+                F.linear(x, self.q_proj.weight, self.q_proj.bias),
+                F.linear(x, self.l_proj.weight, self.l_proj.bias),
+                F.linear(x, self.r_proj.weight, self.r_proj.bias), self.num_heads,
+                (self.l_norm.weight, self.l_norm.bias, self.l_norm.eps),
+                (self.r_norm.weight, self.r_norm.bias, self.r_norm.eps),
+                state_sum, state_count, keep)
+        else:
+            weight, bias = self._stacked.weights(self.projection_parameters())
+            modules = self._modules
+            l_norm, r_norm = modules["l_norm"], modules["r_norm"]
+            return fused_causal_step(
+                x, weight, bias, self.num_heads, self.proj_dim,
+                (*parameters_of(l_norm), l_norm.eps), (*parameters_of(r_norm), r_norm.eps),
+                state_sum, state_count, keep)
+
+    @torch.jit.unused
+    def fla_step(self, a: Tensor, l: Tensor, r: Tensor, keep: Optional[Tensor],
+                 state_sum: Tensor, state_count: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """One position on flash-linear-attention's recurrent kernel (not compiled by
+        TorchScript: a compiled layer never calls it)."""
+        return fla_causal_step(a, l, r, keep, state_sum, state_count)
 
     @staticmethod
     def state_bytes(state: Optional[Dict[str, Optional[Tensor]]]) -> int:

@@ -1,59 +1,121 @@
-"""Memsizer attention as a drop-in for fairseq's ``MultiheadAttention``: the fairseq side of
-:class:`~memsizer_fairseq.layers.MemsizerLayer`.
+"""Memsizer attention as a drop-in for fairseq's ``MultiheadAttention``: a
+:class:`~memsizer_fairseq.layers.MemsizerLayer` behind fairseq's interface.
 
 It speaks fairseq's interface: the ``forward(query, key, value, key_padding_mask,
 incremental_state, ...)`` call with ``T x B x C`` tensors and padding masks (True at pads), the
 incremental state (``Dict[str, Dict[str, Optional[Tensor]]]``, batch-first tensors) and its beam
 reorders, the beam-sharing of the source memory, and attention weights for alignments. The math
-is the layer's.
+is the layer's (``self.memsizer``); checkpoints name its parameters as before, without the
+``memsizer.`` prefix (``self_attn.q_proj.weight``).
 
 Incremental decoding keeps, per sentence and layer, the causal state (running sum and count,
 and the short convolution's last inputs) or the source memory ``M`` (cross-attention): constant
-in the decoded length. Beam reorders that only move rows within one sentence's beams leave the
-source memory in place, and the beams of a sentence share one copy of it.
+in the decoded length. In beam search the encoder output holds one row per sentence (see
+:class:`~memsizer_fairseq.models.layers.MemsizerTransformerEncoder`): the cross-attention then
+writes one memory per sentence, read by its ``beam_size`` consecutive rows, and its reorders
+decide from shapes alone what to keep, so that decoding never reads the device.
 """
 import uuid
 from typing import Dict, Optional, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..layers import MemsizerLayer
-from ..ops.memory import read_memory, read_weights
-from .beam_rows import keeps_every_group, regroup, repeated_sentences
+from ..layers.memsizer import CausalState
 
 IncrementalState = Dict[str, Dict[str, Optional[Tensor]]]
+# the layer's submodules and parameters, which checkpoints name without the "memsizer." prefix
+_LAYER = "memsizer."
 
 
-def _keep(padding_mask: Optional[Tensor], length: Optional[int] = None) -> Optional[Tensor]:
+def _keep(padding_mask: Optional[Tensor], length: int = -1) -> Optional[Tensor]:
     """fairseq's padding mask (``B x S``, True at pads) as ``keep`` (True at real positions),
-    its last ``length`` positions: fairseq may pass the mask of the whole prefix."""
+    its last ``length`` positions (all with -1): fairseq may pass the mask of the whole
+    prefix."""
     if padding_mask is None:
         return None
-    keep = ~padding_mask.bool()
-    return keep if length is None or keep.size(1) == length else keep[:, -length:]
+    keep = ~padding_mask.to(torch.bool)
+    if length < 0 or keep.size(1) == length:
+        return keep
+    return keep[:, keep.size(1) - length:]
 
 
-class MemsizerAttention(MemsizerLayer):
+def _without_layer_prefix(module, state_dict, prefix, local_metadata):
+    """state_dict hook: ``<prefix>memsizer.q_proj.weight`` saved as ``<prefix>q_proj.weight``."""
+    for key in [k for k in state_dict if k.startswith(prefix + _LAYER)]:
+        state_dict[prefix + key[len(prefix + _LAYER):]] = state_dict.pop(key)
+
+
+def _with_layer_prefix(module, state_dict, prefix, local_metadata, strict, missing_keys,
+                       unexpected_keys, error_msgs):
+    """load_state_dict pre-hook: the reverse of :func:`_without_layer_prefix`."""
+    for name in module.memsizer.state_dict(keep_vars=True):
+        if prefix + name in state_dict:
+            state_dict[prefix + _LAYER + name] = state_dict.pop(prefix + name)
+
+
+class MemsizerAttention(nn.Module):
     """A :class:`MemsizerLayer` with fairseq's role flags: ``causal`` (decoder / LM
     self-attention), ``self_attention`` (encoder self-attention) or
     ``encoder_decoder_attention`` (cross-attention, which computes the source memory once per
-    sentence during incremental decoding). The other arguments are the layer's."""
+    sentence during incremental decoding). The other arguments are the layer's.
+
+    ``q_proj``, ``l_proj``, ``r_proj``, ``l_norm``, ``r_norm``, ``short_conv`` and
+    ``causal_form`` are the layer's, also as attributes of this module.
+    """
+
+    __jit_unused_properties__ = ["q_proj", "l_proj", "r_proj", "l_norm", "r_norm", "short_conv",
+                                 "causal_form"]
 
     def __init__(self, embed_dim: int, num_heads: int, proj_dim: int, kdim: Optional[int] = None,
                  causal: bool = False, self_attention: bool = True,
                  encoder_decoder_attention: bool = False, **layer_args):
+        super().__init__()
         if causal and not self_attention:
             raise ValueError("causal Memsizer attention must be self-attention")
         if self_attention == encoder_decoder_attention:
             raise ValueError("exactly one of self_attention / encoder_decoder_attention is needed")
         role = "causal" if causal else ("self" if self_attention else "cross")
-        super().__init__(embed_dim, num_heads, proj_dim, role=role, kdim=kdim, **layer_args)
+        self.memsizer = MemsizerLayer(embed_dim, num_heads, proj_dim, role=role, kdim=kdim,
+                                      **layer_args)
+        self.embed_dim = embed_dim
+        self.kdim = self.memsizer.kdim
+        self.num_heads = num_heads
+        self.proj_dim = proj_dim
+        self.head_dim = embed_dim // num_heads  # read by fairseq's layer (for --scale-heads)
         self.causal = causal
         self.self_attention = self_attention
         self.encoder_decoder_attention = encoder_decoder_attention
-        self.head_dim = embed_dim // num_heads  # read by fairseq's layer (for --scale-heads)
+        # cross-attention: consecutive rows that share one source (the beams of a sentence)
+        self.beam_size = 1
+        # whether weights are computed when asked for (the decoder layer's need_attn)
+        self.weights_on_request = True
         self._incremental_state_id = str(uuid.uuid4())
+        self.register_state_dict_post_hook(_without_layer_prefix)
+        self.register_load_state_dict_pre_hook(_with_layer_prefix)
+
+    # the layer's parts, under the names checkpoints give them
+    q_proj = property(lambda self: self.memsizer.q_proj)
+    l_proj = property(lambda self: self.memsizer.l_proj)
+    r_proj = property(lambda self: self.memsizer.r_proj)
+    l_norm = property(lambda self: self.memsizer.l_norm)
+    r_norm = property(lambda self: self.memsizer.r_norm)
+    short_conv = property(lambda self: self.memsizer.short_conv)
+
+    @property
+    def causal_form(self) -> str:
+        """The layer's form of the causal read in training and prefill (settable)."""
+        return self.memsizer.causal_form
+
+    @causal_form.setter
+    def causal_form(self, name: str):
+        self.memsizer.causal_form = name
+
+    def set_beam_size(self, beam_size: int):
+        """Cross-attention: ``beam_size`` consecutive query rows read one source row (fairseq's
+        name; the decoder sets it at each call from the encoder output's layout)."""
+        self.beam_size = beam_size
 
     def forward(
         self,
@@ -71,13 +133,13 @@ class MemsizerAttention(MemsizerLayer):
         """Same call as fairseq's ``MultiheadAttention``; returns ``(T x B x d, weights)``.
 
         Non-causal Memsizer (cross- and encoder self-attention) returns, when ``need_weights``
-        or ``need_head_weights`` asks, the implicit weights of its read ``y_t = sum_j w_tj r_j``,
-        ``w_tj = n^(-1/2) a(z_t) . l_j`` (zero at pads; they need not be positive or sum to
-        one): ``B x T x S``, or per head ``h x B x T x S``, as fairseq lays out attention
-        weights. During incremental decoding they are computed from the source passed at each
-        step, so the cached state stays the ``k x d`` memory. Causal Memsizer returns no weights.
-        ``attn_mask`` (the decoder's future mask) is ignored: causality is part of the causal
-        read.
+        or ``need_head_weights`` asks (and :attr:`weights_on_request` allows), the implicit
+        weights of its read ``y_t = sum_j w_tj r_j``, ``w_tj = n^(-1/2) a(z_t) . l_j`` (zero at
+        pads; they need not be positive or sum to one): ``B x T x S``, or per head
+        ``h x B x T x S``, as fairseq lays out attention weights. During incremental decoding
+        they are computed from the source passed at each step, so the cached state stays the
+        ``k x d`` memory. Causal Memsizer returns no weights. ``attn_mask`` (the decoder's future
+        mask) is ignored: causality is part of the causal read.
         """
         if before_softmax:
             raise NotImplementedError("Memsizer attention has no attention logits to return")
@@ -86,112 +148,113 @@ class MemsizerAttention(MemsizerLayer):
                 "non-causal Memsizer attention cannot apply an arbitrary attn_mask")
         x = query.transpose(0, 1)  # batch first
         if self.causal:
-            keep = _keep(key_padding_mask, x.size(1))
-            state = None if incremental_state is None else self._get_input_buffer(
-                incremental_state)
-            y, new_state = self.attend_causal(x, keep, state)
-            if new_state is not None:
-                self._set_input_buffer(incremental_state, new_state)
-            return y.transpose(0, 1), None
-        weights = "heads" if need_head_weights else ("mean" if need_weights else None)
+            return self._causal(x, key_padding_mask, incremental_state), None
+        weights = (need_weights or need_head_weights) and self.weights_on_request
         if self.self_attention:
-            y, per_head = self.attend_self(x, _keep(key_padding_mask), weights is not None)
-            return y.transpose(0, 1), self._chosen_weights(per_head, weights)
-        return self._cross(x, key, key_padding_mask, incremental_state, weights)
+            y, per_head = self.memsizer.attend_self(x, _keep(key_padding_mask), weights)
+            return y.transpose(0, 1), self._chosen_weights(per_head, need_head_weights)
+        return self._cross(x, key, key_padding_mask, incremental_state, weights,
+                           need_head_weights)
+
+    def _causal(self, x: Tensor, key_padding_mask: Optional[Tensor],
+                incremental_state: Optional[IncrementalState]) -> Tensor:
+        keep = _keep(key_padding_mask, x.size(1))
+        if incremental_state is None:
+            return self.memsizer.attend_causal(x, keep)[0].transpose(0, 1)
+        y, state = self.memsizer.attend_causal(x, keep, self._get_input_buffer(incremental_state))
+        if state is not None:
+            self._set_input_buffer(incremental_state, state)
+        return y.transpose(0, 1)
 
     def _cross(self, x: Tensor, key: Optional[Tensor], key_padding_mask: Optional[Tensor],
-               incremental_state: Optional[IncrementalState], weights: Optional[str]
+               incremental_state: Optional[IncrementalState], weights: bool, per_head: bool
                ) -> Tuple[Tensor, Optional[Tensor]]:
-        if key is None and incremental_state is None:
-            raise ValueError("cross-attention needs the source (key)")
-        heads = self.head_probs(self.q_proj(x))
-        a = heads.mean(dim=2).to(x.dtype)
-        attn = None
-        if weights is not None:
-            if key is None:
+        source: Optional[Tensor] = None
+        if key is not None:
+            source = key.transpose(0, 1)
+        source_keep = _keep(key_padding_mask)
+        attn: Optional[Tensor] = None
+        if weights:
+            if source is None:
                 raise ValueError("cross-attention weights need the source (key) at every step")
-            l = self.l_norm(self.l_proj(key.transpose(0, 1)))
-            per_head = read_weights(heads, l, _keep(key_padding_mask)).to(x.dtype)
-            attn = self._chosen_weights(per_head, weights)
-        if incremental_state is None:
-            memory = self.memory(key.transpose(0, 1), _keep(key_padding_mask))
-            return read_memory(a, memory).transpose(0, 1), attn
-        saved = self._get_input_buffer(incremental_state)
-        memory = saved.get("memory")
+            attn = self._chosen_weights(self.memsizer.read_weights(x, source, source_keep),
+                                        per_head)
+        memory: Optional[Tensor] = None
+        if incremental_state is not None:
+            memory = self._get_input_buffer(incremental_state).get("memory")
         if memory is None:
-            if key is None:
-                raise ValueError("cross-attention state is empty and no source was given")
-            # one memory per sentence, computed from one copy of its source, shared by its beams
-            rows = repeated_sentences(key, key_padding_mask)
-            if rows > 1:
-                key = key[:, ::rows]
-                key_padding_mask = None if key_padding_mask is None else key_padding_mask[::rows]
-            memory = self.memory(key.transpose(0, 1), _keep(key_padding_mask))
-            self._set_input_buffer(incremental_state, {
-                "memory": memory, "rows_per_memory": torch.tensor(rows, dtype=torch.long)})
-        return read_memory(a, memory).transpose(0, 1), attn
+            if source is None:
+                raise ValueError("cross-attention needs the source (key) at its first call")
+            if incremental_state is not None and x.size(0) != source.size(0) * self.beam_size:
+                raise ValueError(
+                    f"cross-attention: {source.size(0)} sources for {x.size(0)} rows; each "
+                    f"source is read by beam_size = {self.beam_size} consecutive rows "
+                    f"(set_beam_size)")
+            memory = self.memsizer.memory(source, source_keep)
+            if incremental_state is not None:
+                # one memory per source row, shared by the beam_size rows that read it
+                self._set_memory(incremental_state, memory)
+        return self.memsizer.read(x, memory).transpose(0, 1), attn
 
     @staticmethod
-    def _chosen_weights(per_head: Optional[Tensor], weights: Optional[str]) -> Optional[Tensor]:
-        if per_head is None or weights is None:
-            return None
-        return per_head if weights == "heads" else per_head.mean(dim=0)
+    def _chosen_weights(per_head: Optional[Tensor], per_head_asked: bool) -> Optional[Tensor]:
+        if per_head is None or per_head_asked:
+            return per_head
+        return per_head.mean(dim=0)
 
     # -- incremental state, in fairseq's format ------------------------------------------------
 
     def _state_key(self) -> str:
-        return f"{self._incremental_state_id}.memsizer_state"
+        return self._incremental_state_id + ".memsizer_state"
 
     def _get_input_buffer(
         self, incremental_state: Optional[IncrementalState]
     ) -> Dict[str, Optional[Tensor]]:
-        if incremental_state is None:
-            return {}
-        return incremental_state.get(self._state_key()) or {}
+        if incremental_state is not None:
+            saved = incremental_state.get(self._state_key())
+            if saved is not None:
+                return saved
+        empty: Dict[str, Optional[Tensor]] = {}
+        return empty
 
     def _set_input_buffer(self, incremental_state: IncrementalState,
                           buffer: Dict[str, Optional[Tensor]]) -> IncrementalState:
         incremental_state[self._state_key()] = buffer
         return incremental_state
 
+    def _set_memory(self, incremental_state: IncrementalState, memory: Tensor):
+        buffer: Dict[str, Optional[Tensor]] = {"memory": memory}
+        self._set_input_buffer(incremental_state, buffer)
+
     def reorder_incremental_state(self, incremental_state: IncrementalState,
                                   new_order: Tensor) -> IncrementalState:
-        """Select / permute sentences (every state tensor is batch first); ``new_order`` may be
-        shorter than the batch."""
+        """Follow beam search's reorder ``new_order`` (the row each new row continues; it may
+        be shorter than the batch once sentences finish), from shapes alone.
+
+        The causal state is selected row by row. The cross-attention's memories, one per
+        ``beam_size`` rows, stay as they are when the number of rows does not change: beam
+        search then only moves rows among the beams of a sentence, which read the same memory.
+        Fewer rows mean finished sentences: the memories of those kept are selected.
+        """
         saved = self._get_input_buffer(incremental_state)
-        if saved.get("rows_per_memory") is not None:
-            return self._reorder_shared(incremental_state, saved, new_order)
-        if saved:
-            self._set_input_buffer(incremental_state, {
-                name: (None if value is None else value.index_select(0, new_order))
-                for name, value in saved.items()})
+        if self.encoder_decoder_attention:
+            memory = saved.get("memory")
+            if memory is not None and memory.size(0) * self.beam_size != new_order.size(0):
+                beams = self.beam_size
+                kept = new_order if beams == 1 else torch.div(
+                    new_order.view(-1, beams)[:, 0], beams, rounding_mode="floor")
+                self._set_memory(incremental_state, memory.index_select(0, kept))
+            return incremental_state
+        if len(saved) > 0:
+            reordered: CausalState = {}
+            for name, value in saved.items():
+                if value is not None:
+                    value = value.index_select(0, new_order)
+                reordered[name] = value
+            self._set_input_buffer(incremental_state, reordered)
         return incremental_state
 
-    def _reorder_shared(self, incremental_state: IncrementalState,
-                        saved: Dict[str, Optional[Tensor]], new_order: Tensor) -> IncrementalState:
-        """Cross-attention: row b reads memory ``b // g``. On the CPU, beam search only moves
-        rows within a sentence's beams (nothing to copy) or drops whole sentences (copy the kept
-        memories, one per sentence); any other order copies one memory per row. Finding which
-        reads ``new_order`` on the host, so on an accelerator every row gets its memory gathered
-        instead (``k x d`` per row and step, without a host synchronisation)."""
-        memory = saved["memory"]
-        rows = int(saved["rows_per_memory"])  # a CPU tensor: no synchronisation
-        if not self.host_reads_orders(memory.device):
-            memory = memory.index_select(0, torch.div(new_order, rows, rounding_mode="floor"))
-            new_rows = 1
-        else:
-            wanted, new_rows = regroup(new_order, rows)
-            if not keeps_every_group(wanted, memory.size(0)):
-                memory = memory.index_select(0, wanted)
-        self._set_input_buffer(incremental_state, {
-            "memory": memory, "rows_per_memory": torch.tensor(new_rows, dtype=torch.long)})
-        return incremental_state
-
-    @staticmethod
-    def host_reads_orders(device: torch.device) -> bool:
-        """Whether beam reorders may read the order on the host to share memories (the CPU)."""
-        return device.type == "cpu"
-
+    @torch.jit.unused
     def incremental_state_bytes(self, incremental_state: Optional[IncrementalState]) -> int:
         """Bytes this layer holds in ``incremental_state`` (for memory measurements)."""
-        return self.state_bytes(self._get_input_buffer(incremental_state))
+        return self.memsizer.state_bytes(self._get_input_buffer(incremental_state))

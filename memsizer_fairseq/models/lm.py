@@ -23,6 +23,7 @@ k = 32 slots, q_init_scale 32, kv_init_scale 1. Presets:
 """
 import argparse
 from dataclasses import MISSING, fields
+from typing import Optional
 
 from fairseq import options as fairseq_options
 from fairseq.dataclass.utils import gen_parser_from_dataclass
@@ -35,6 +36,7 @@ from fairseq.models.transformer_lm import (
 )
 from fairseq.modules import AdaptiveInput, CharacterTokenEmbedder
 from fairseq.utils import safe_getattr
+from torch import Tensor
 
 from ..config import MemsizerConfig
 from .checkpoint_mismatch import ExplainsCheckpointMismatch
@@ -85,6 +87,9 @@ def _fill_lm_dataclass_defaults(args):
 class MemsizerLanguageModel(ExplainsCheckpointMismatch, TransformerLanguageModel):
     """Transformer language model with causal Memsizer self-attention (Zhang & Cai, 2022)."""
 
+    # fairseq's property (a set) that TorchScript cannot compile
+    __jit_unused_properties__ = ["supported_targets"]
+
     @classmethod
     def hub_models(cls):
         return {}
@@ -132,6 +137,13 @@ class MemsizerLanguageModel(ExplainsCheckpointMismatch, TransformerLanguageModel
             TransformerConfig.from_namespace(args), memsizer, task.target_dictionary,
             embed_tokens, no_encoder_attn=True)
         return cls(decoder)
+
+    def forward(self, src_tokens, src_lengths: Optional[Tensor] = None,
+                features_only: bool = False, return_all_hiddens: bool = False):
+        """The decoder's forward (fairseq's language models take ``**kwargs`` here, which
+        TorchScript cannot compile)."""
+        return self.decoder(src_tokens, features_only=features_only,
+                            return_all_hiddens=return_all_hiddens)
 
     @classmethod
     def build_lm_input_embedding(cls, args, task):

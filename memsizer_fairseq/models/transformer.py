@@ -41,6 +41,12 @@ class MemsizerTransformerModel(ExplainsCheckpointMismatch, TransformerModel):
         # TransformerModel.build_model (legacy) would make a new config without it
         return super(TransformerModel, cls).build_model(cfg, task)
 
+    def set_beam_size(self, beam_size: int):
+        """Called by fairseq's ``SequenceGenerator`` (through ``EnsembleModel``) for a beam
+        search of ``beam_size`` beams: the encoder then keeps one output row per sentence for
+        its beams, and each cross-attention one memory (or key and value cache) per sentence."""
+        self.encoder.set_beam_size(beam_size)
+
     @classmethod
     def build_encoder(cls, cfg, src_dict, embed_tokens):
         return MemsizerTransformerEncoder(cfg, cfg.memsizer, src_dict, embed_tokens)

@@ -89,3 +89,47 @@ def test_bad_arguments_are_refused_by_name(kwargs, word):
     args.update(kwargs)
     with pytest.raises(ValueError, match=word):
         MemsizerLayer(**args)
+
+
+def test_a_memory_read_by_the_beams_of_its_sentence():
+    """``read`` and ``read_weights`` of U sources by U x g consecutive rows (beam search): those
+    of each row's own copy of its source."""
+    module = layer("cross")
+    source = torch.randn(2, 4, 7, dtype=torch.float64)
+    keep = torch.tensor([[True] * 4, [False, True, True, True]])
+    x = torch.randn(6, 3, 12, dtype=torch.float64)
+    rows = torch.arange(2).repeat_interleave(3)
+    with torch.no_grad():  # the decoding step's read, and the read with autograd
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                torch.testing.assert_close(module.read(x, module.memory(source, keep)),
+                                           module(x, source[rows], source_keep=keep[rows]), **TOL)
+    torch.testing.assert_close(module.read_weights(x, source, keep),
+                               module.read_weights(x, source[rows], keep[rows]), **TOL)
+
+
+@pytest.mark.parametrize("role, taps", [("causal", 0), ("causal", 3), ("self", 0),
+                                        ("cross", 0)])
+def test_the_layer_compiles_and_computes_what_it_computes_in_python(role, taps):
+    module = layer(role, taps=taps)
+    compiled = torch.jit.script(module)
+    x = torch.randn(2, 6, 12, dtype=torch.float64)
+    source = torch.randn(2, 4, 7, dtype=torch.float64)
+    keep = torch.ones(2, 6, dtype=torch.bool)
+    keep[1, :2] = False
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            if role == "cross":
+                got, want = compiled(x, source), module(x, source)
+            else:
+                got, want = compiled(x, keep=keep), module(x, keep=keep)
+            torch.testing.assert_close(got, want, **TOL)
+    if role == "causal":  # a prefill, then steps with and without autograd
+        states = [{}, {}]
+        for start, end in ((0, 3), (3, 4), (4, 5), (5, 6)):
+            with torch.set_grad_enabled(start == 4):
+                got, states[0] = compiled.attend_causal(x[:, start:end], keep[:, start:end],
+                                                        states[0])
+                want, states[1] = module.attend_causal(x[:, start:end], keep[:, start:end],
+                                                       states[1])
+            torch.testing.assert_close(got, want, **TOL)

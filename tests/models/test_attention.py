@@ -88,7 +88,7 @@ def test_attention_dropout_zeroes_a_slot_only_when_every_head_drops_it():
     average would zero whole slots)."""
     module = make("self", heads=3, dropout=0.5).train()
     torch.manual_seed(0)
-    a = module.slot_distribution(torch.randn(400, 8, 12, dtype=torch.float64))
+    a = module.memsizer.slot_distribution(torch.randn(400, 8, 12, dtype=torch.float64))
     zero = (a == 0).double().mean().item()
     assert abs(zero - 0.5 ** 3) < 0.02, zero
     torch.testing.assert_close(a.mean(), torch.tensor(1 / module.proj_dim, dtype=a.dtype),

@@ -182,7 +182,8 @@ def test_checkpoint_parameters_and_state_keep_their_names_and_shapes():
     with torch.no_grad():
         for x_t in torch.randn(3, 5, 16).split(1):
             step(module, x_t, state)
-    assert module._stacked.cached is not None  # the stacked weights: no parameters or buffers
+    # the stacked weights: no parameters or buffers
+    assert module.memsizer._stacked.cached is not None
     assert {k: tuple(v.shape) for k, v in module.state_dict().items()} == PARAMETER_SHAPES
     assert [name for name, _ in module.named_buffers()] == []
     assert list(state) == [f"{module._incremental_state_id}.memsizer_state"]
@@ -221,8 +222,8 @@ def test_stacked_weights_follow_every_change_of_the_parameters():
             got = torch.cat([step(module, x_t, state) for x_t in x.split(1)])
         torch.testing.assert_close(got, full_pass(module, x), rtol=1e-9, atol=1e-9, msg=name)
         assert not torch.equal(before, got[:1]), name  # the change is seen
-        params = module.projection_parameters()
-        weight, bias = module._stacked.weights(params)
+        params = module.memsizer.projection_parameters()
+        weight, bias = module.memsizer._stacked.weights(params)
         assert torch.equal(weight, torch.cat(params[:3])), name
         assert torch.equal(bias, torch.cat(params[3:])), name
 

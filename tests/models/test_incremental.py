@@ -1,4 +1,5 @@
 """Incremental decoding of the Memsizer layer equals the full pass, through beam reorders."""
+import pytest
 import torch
 
 from builders import TOL, assert_reorders_keep_the_full_pass, make, step_through
@@ -50,75 +51,57 @@ def test_cross_attention_memory_is_computed_once_and_reordered():
     torch.testing.assert_close(got, want, **TOL)
 
 
-def _beams_of_three_sentences(beam: int, padded: int, pads: int):
-    """Sources (5 x 3*beam x 7) and padding masks of 3 sentences, each repeated for its
-    ``beam`` beams as SequenceGenerator lays them out; sentence ``padded`` has ``pads`` pads."""
-    src = torch.randn(5, 3, 7, dtype=torch.float64).repeat_interleave(beam, dim=1)
+def _three_sentences(padded: int, pads: int):
+    """Sources (``5 x 3 x 7``) and padding masks of 3 sentences, one row each (beam search's
+    encoder output); sentence ``padded`` has ``pads`` pads."""
+    src = torch.randn(5, 3, 7, dtype=torch.float64)
     pad = torch.zeros(3, 5, dtype=torch.bool)
     pad[padded, :pads] = True
-    return src, pad.repeat_interleave(beam, dim=0)
-
-
-def _reorder_and_compare(module, state, src, pad, order):
-    """Reorder the state, decode two more steps, compare with the full pass; the reordered
-    sources and masks."""
-    order = torch.tensor(order)
-    module.reorder_incremental_state(state, order)
-    src, pad = src[:, order], pad[order]
-    q = torch.randn(2, len(order), 12, dtype=torch.float64)
-    got = step_through(module, q.split(1), state)
-    want, _ = module(q, src, src, key_padding_mask=pad)
-    torch.testing.assert_close(got, want, **TOL)
     return src, pad
 
 
-def test_beam_reorders_keep_the_shared_source_memory_and_others_move_it():
+def _step_and_compare(module, state, sentences, beam, src, pad):
+    """Decode two steps of the rows of ``sentences`` (``beam`` each), compare them with the
+    full pass over each row's own copy of its sentence's source."""
+    rows = torch.tensor(sentences).repeat_interleave(beam)
+    q = torch.randn(2, len(rows), 12, dtype=torch.float64)
+    got = step_through(module, q.split(1), state, src[:, sentences], pad[sentences])
+    want, _ = module(q, src[:, rows], src[:, rows], key_padding_mask=pad[rows])
+    torch.testing.assert_close(got, want, **TOL)
+
+
+def test_the_beams_of_a_sentence_read_one_memory_written_once():
+    """Beam search (set_beam_size): the source holds one row per sentence; each memory is
+    written from it once and read by the sentence's beams, reorders within the beams leave it in
+    place and dropping sentences keeps the memories of the others."""
     module = make("cross", kdim=7)
-    src, pad = _beams_of_three_sentences(beam=3, padded=1, pads=2)
+    module.set_beam_size(3)
+    src, pad = _three_sentences(padded=1, pads=2)
     state = {}
     written = []
     hook = module.l_proj.register_forward_hook(lambda m, inputs, out: written.append(out.shape))
-    step_through(module, torch.randn(1, 9, 12, dtype=torch.float64).split(1), state, src, pad)
+    _step_and_compare(module, state, [0, 1, 2], 3, src, pad)
     hook.remove()
     memory = module._get_input_buffer(state)["memory"]
     assert memory.shape == (3, module.proj_dim, 12)  # one per sentence, shared by its beams
-    assert written == [(3, 5, module.proj_dim)]  # written from one copy of each source
+    # written from one copy of each source (the full pass written after it reads 9 copies)
+    assert written[0] == (3, 5, module.proj_dim)
     # within each sentence's beams (as SequenceGenerator reorders): the memory is not copied
     module.reorder_incremental_state(state, torch.tensor([2, 2, 0, 4, 3, 3, 8, 6, 7]))
     assert module._get_input_buffer(state)["memory"] is memory
-    # whole sentences moved or dropped: one memory per sentence; rows of different sentences
-    # interleaved: one per row, until rows that share a source are consecutive again
-    for order, memories in (([3, 4, 5, 0, 1, 2, 6, 7, 8], 3), ([3, 4, 5, 6, 7, 8], 2),
-                            ([0, 3, 1, 4], 4), ([1, 2], 2), ([1, 1], 1)):
-        src, pad = _reorder_and_compare(module, state, src, pad, order)
-        assert module._get_input_buffer(state)["memory"].size(0) == memories
+    _step_and_compare(module, state, [0, 1, 2], 3, src, pad)
+    # sentences 0, then 2 finish: the memories of the others stay
+    for order, sentences in (([4, 3, 5, 6, 8, 7], [1, 2]), ([0, 1, 1], [1])):
+        module.reorder_incremental_state(state, torch.tensor(order))
+        assert module._get_input_buffer(state)["memory"].size(0) == len(sentences)
+        _step_and_compare(module, state, sentences, 3, src, pad)
 
 
-def test_reorders_without_reading_the_order_on_the_host_gather_a_memory_per_row(monkeypatch):
-    """On an accelerator the reorder never reads ``new_order`` on the host (no synchronisation
-    per decoding step): every row gets its memory; the outputs stay those of the full pass."""
+def test_a_source_for_other_than_beam_size_rows_is_refused():
     module = make("cross", kdim=7)
-    monkeypatch.setattr(type(module), "host_reads_orders", staticmethod(lambda device: False))
-    src, pad = _beams_of_three_sentences(beam=2, padded=2, pads=3)
-    state = {}
-    step_through(module, torch.randn(1, 6, 12, dtype=torch.float64).split(1), state, src, pad)
-    assert module._get_input_buffer(state)["memory"].size(0) == 3  # shared until a reorder
-    for order in ([1, 1, 2, 3, 5, 4], [2, 3, 4, 5], [3, 0, 1]):
-        src, pad = _reorder_and_compare(module, state, src, pad, order)
-        assert module._get_input_buffer(state)["memory"].size(0) == len(order)
-
-
-def test_equal_sources_with_different_padding_get_their_own_memories():
-    module = make("cross", kdim=7)
-    src = torch.randn(5, 1, 7, dtype=torch.float64).expand(5, 4, 7)
-    pad = torch.zeros(4, 5, dtype=torch.bool)
-    pad[2:, :2] = True  # rows 0, 1 and rows 2, 3: the same source, read to different lengths
-    queries = torch.randn(2, 4, 12, dtype=torch.float64)
-    state = {}
-    got = step_through(module, queries.split(1), state, src, pad)
-    want, _ = module(queries, src, src, key_padding_mask=pad)
-    torch.testing.assert_close(got, want, **TOL)
-    assert module._get_input_buffer(state)["memory"].size(0) == 2
+    src, pad = _three_sentences(padded=0, pads=0)
+    with pytest.raises(ValueError, match="3 sources for 6 rows"):
+        step_through(module, torch.randn(1, 6, 12, dtype=torch.float64).split(1), {}, src, pad)
 
 
 def test_state_size_does_not_grow_with_length():
@@ -146,7 +129,7 @@ def test_decoding_fast_path_without_autograd_matches_reference():
         steps = step_through(module, x.split(1), state)
     torch.testing.assert_close(full, want, **TOL)
     torch.testing.assert_close(steps, want, **TOL)
-    assert module._stacked.cached is not None
+    assert module.memsizer._stacked.cached is not None
 
 
 def test_fused_weights_follow_in_place_parameter_updates():

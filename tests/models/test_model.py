@@ -54,7 +54,8 @@ def test_given_flags_override_and_omitted_flags_keep_the_preset(data_dir):
     assert cfg.model.dropout == 0.3  # the preset's value survives
     layer = model.decoder.layers[1]
     assert layer.self_attn.proj_dim == 8 and layer.encoder_attn.proj_dim == 32
-    assert layer.self_attn.kv_init_scale == 2.0 and layer.self_attn.q_init_scale == 8.0
+    attention = layer.self_attn.memsizer
+    assert attention.kv_init_scale == 2.0 and attention.q_init_scale == 8.0
     encoder_attn = model.encoder.layers[0].self_attn
     assert isinstance(encoder_attn, MemsizerAttention) and encoder_attn.proj_dim == 32
 
@@ -97,7 +98,8 @@ def test_short_conv_is_off_by_default_and_in_the_decoder_self_attention_when_ask
                                         ["--causal-short-conv", "4"])
     convs = with_conv(model)
     assert len(convs) == len(model.decoder.layers)
-    assert all(m.causal_short_conv == 4 and m.short_conv.shape == (64, 4) for m in convs)
+    assert all(m.memsizer.causal_short_conv == 4 and m.short_conv.shape == (64, 4)
+               for m in convs)
     assert all(layer.self_attn in convs for layer in model.decoder.layers)
 
 
@@ -120,14 +122,14 @@ def test_unsupported_transformer_options_are_refused(data_dir):
     ("softmax,memsizer", ["softmax", "memsizer"]),
 ])
 def test_cross_attention_softmax_builds_fairseqs_attention(data_dir, mode, kinds):
-    from memsizer_fairseq.models.shared_source_attention import SharedSourceAttention
+    from fairseq.modules import MultiheadAttention
 
     model, _, args, cfg = build_translation_model(
         data_dir, "memsizer_transformer_tiny", SMALL + ["--cross-attention", mode])
     assert cfg.model.cross_attention == mode
     for layer, kind in zip(model.decoder.layers, kinds):
         assert isinstance(layer.self_attn, MemsizerAttention) and layer.self_attn.causal
-        wanted = SharedSourceAttention if kind == "softmax" else MemsizerAttention
+        wanted = MultiheadAttention if kind == "softmax" else MemsizerAttention
         assert type(layer.encoder_attn) is wanted
         assert layer.encoder_attn.encoder_decoder_attention
 
@@ -214,52 +216,65 @@ def steps_equal_full_pass_through(model, src, lengths, prev, enc, orders):
 
 @pytest.mark.parametrize("encoder_memsizer, cross", [(False, "memsizer"), (True, "memsizer"),
                                                      (False, "softmax,memsizer")])
-def test_decoder_steps_equal_full_pass_through_reorders(data_dir, encoder_memsizer, cross):
-    """The state follows any reorder, also across sentences."""
+def test_decoder_steps_equal_full_pass_when_sentences_finish(data_dir, encoder_memsizer, cross):
+    """Without beams: each row its own sentence; finished sentences leave the batch."""
     model, task = small_model(data_dir, ["--cross-attention", cross] + (
         ["--encoder-use-memsizer"] if encoder_memsizer else []))
     src, lengths, prev = random_batch(task)
     with torch.no_grad():
-        enc = model.encoder(src, src_lengths=lengths)
-    steps_equal_full_pass_through(model, src, lengths, prev, enc, ([1, 1, 3, 2], [0, 3]))
+        enc = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths=lengths),
+                                                torch.arange(4))
+    steps_equal_full_pass_through(model, src, lengths, prev, enc, ([0, 2, 3], [0, 2]))
 
 
 @pytest.mark.parametrize("cross", CROSS_MODES)
-def test_decoder_steps_equal_full_pass_through_beam_reorders(data_dir, cross):
+@pytest.mark.parametrize("told", [True, False], ids=["set_beam_size", "no-beam-size"])
+def test_decoder_steps_equal_full_pass_through_beam_reorders(data_dir, cross, told):
     """As SequenceGenerator runs it: sentences expanded to beams, rows moved within a sentence's
-    beams, finished sentences dropped."""
+    beams, finished sentences dropped; with the model told the beam size (the encoder output
+    keeps one row per sentence) or not (one row per beam, as fairseq lays them out)."""
     model, task = small_model(data_dir, ["--cross-attention", cross])
+    if told:
+        model.set_beam_size(2)
     src, lengths, _ = random_batch(task, bsz=3)
     beams = torch.arange(3).repeat_interleave(2)
     prev = torch.randint(task.target_dictionary.nspecial, len(task.target_dictionary), (6, 6))
     prev[:, 0] = task.target_dictionary.eos()
     with torch.no_grad():
         enc = model.encoder.reorder_encoder_out(model.encoder(src, src_lengths=lengths), beams)
+    assert enc["encoder_out"][0].size(1) == (3 if told else 6)
     steps_equal_full_pass_through(model, src[beams], lengths[beams], prev, enc,
                                   ([1, 1, 2, 3, 5, 4], [0, 1, 4, 5], [1, 0, 3, 3]))
 
 
-def test_encoder_out_reorders_within_beams_are_skipped_and_others_gathered(data_dir):
+def test_the_encoder_output_keeps_one_row_per_sentence_for_the_beams(data_dir):
+    """Told the beam size, the encoder leaves its output as it is for beam search's expansion and
+    its reorders within beams, and keeps the rows of the sentences left when some finish: each
+    row then stands for the beams of its sentence. Not told, it reorders as fairseq does."""
     from fairseq.models.transformer import TransformerEncoderBase
 
     model, task = small_model(data_dir)
     src, lengths, _ = random_batch(task, bsz=3)
     with torch.no_grad():
-        enc = model.encoder(src, src_lengths=lengths)
-    stock = enc
-    beams = torch.arange(3).repeat_interleave(2)  # SequenceGenerator's expansion to 2 beams
-    orders = [beams, torch.tensor([1, 1, 2, 3, 4, 4]), torch.tensor([0, 1, 5, 4]),
-              torch.tensor([1, 0, 2, 3]), torch.tensor([0, 2, 1, 3]), torch.tensor([1, 0, 3, 2]),
-              torch.tensor([3, 1])]
-    skipped = [False, True, False, True, False, False, False]
-    for order, skip in zip(orders, skipped):
-        before = enc
-        enc = model.encoder.reorder_encoder_out(enc, order)
-        stock = TransformerEncoderBase.reorder_encoder_out(model.encoder, stock, order)
-        assert (enc is before) == skip
-        for name, tensors in stock.items():
-            for mine, want in zip(enc[name], tensors):
-                assert torch.equal(mine, want), name
+        fresh = model.encoder(src, src_lengths=lengths)
+    orders = [torch.arange(3).repeat_interleave(2),  # SequenceGenerator's expansion to 2 beams
+              torch.tensor([1, 1, 2, 3, 4, 4]), torch.tensor([0, 1, 5, 4]),
+              torch.tensor([1, 0, 2, 3]), torch.tensor([3, 3])]
+    for beam_size in (1, 2):
+        model.encoder.set_beam_size(beam_size)
+        enc = stock = fresh
+        for order, unchanged in zip(orders, [True, True, False, True, False]):
+            before = enc
+            enc = model.encoder.reorder_encoder_out(enc, order)
+            stock = TransformerEncoderBase.reorder_encoder_out(model.encoder, stock, order)
+            rows = torch.arange(stock["encoder_out"][0].size(1))
+            if beam_size == 2:
+                assert (enc["encoder_out"][0] is before["encoder_out"][0]) == unchanged
+                rows = rows // 2  # the row of each beam's sentence
+            for name, tensors in stock.items():
+                dim = 1 if name == "encoder_out" else 0
+                for mine, want in zip(enc[name], tensors):
+                    assert torch.equal(mine.index_select(dim, rows), want), name
 
 
 def full_recompute(decoder_forward):
@@ -291,39 +306,38 @@ def test_beam_search_equals_search_without_incremental_state(data_dir, cross):
 
 
 def test_softmax_cross_attention_caches_one_source_per_sentence_through_reorders():
+    """fairseq's MultiheadAttention, given one source row per sentence for its beams (as the
+    decoder runs it in beam search, its beam_size set): one cache per sentence, left in place
+    by reorders within the beams, selected when sentences finish."""
     from fairseq.modules import MultiheadAttention
 
-    from memsizer_fairseq.models.shared_source_attention import SharedSourceAttention
-
     torch.manual_seed(0)
-    shared = SharedSourceAttention(8, 2, kdim=6, vdim=6, encoder_decoder_attention=True).double()
-    plain = MultiheadAttention(8, 2, kdim=6, vdim=6, encoder_decoder_attention=True).double()
-    plain.load_state_dict(shared.state_dict())
+    attention = MultiheadAttention(8, 2, kdim=6, vdim=6, encoder_decoder_attention=True).double()
     beam = 3
-    src = torch.randn(5, 3, 6, dtype=torch.float64).repeat_interleave(beam, dim=1)
+    attention.set_beam_size(beam)
+    src = torch.randn(5, 3, 6, dtype=torch.float64)
     pad = torch.zeros(3, 5, dtype=torch.bool)
     pad[1, :2] = True
-    pad = pad.repeat_interleave(beam, dim=0)
 
-    def step(state, rows):
-        query = torch.randn(1, rows, 8, dtype=torch.float64)
-        got, _ = shared(query, src, src, key_padding_mask=pad, incremental_state=state,
-                        static_kv=True)
-        want, _ = plain(query, src, src, key_padding_mask=pad, static_kv=True)
+    def step(state, sentences):
+        rows = torch.tensor(sentences).repeat_interleave(beam)
+        query = torch.randn(1, len(rows), 8, dtype=torch.float64)
+        got, _ = attention(query, src[:, sentences], src[:, sentences],
+                           key_padding_mask=pad[sentences], incremental_state=state,
+                           static_kv=True)
+        want, _ = attention(query, src[:, rows], src[:, rows], key_padding_mask=pad[rows],
+                            static_kv=True)
         torch.testing.assert_close(got, want, **TOL)
 
     state = {}
-    step(state, 9)
-    cache = shared._get_input_buffer(state)["prev_key"]
+    step(state, [0, 1, 2])
+    cache = attention._get_input_buffer(state)["prev_key"]
     assert cache.shape == (3, 2, 5, 4)  # one copy of each source, shared by its beams
-    step(state, 9)
     # within each sentence's beams: nothing copied
-    shared.reorder_incremental_state(state, torch.tensor([2, 2, 0, 4, 3, 3, 8, 6, 7]))
-    assert shared._get_input_buffer(state)["prev_key"].data_ptr() == cache.data_ptr()
-    for order, cached in (([3, 4, 5, 0, 1, 2, 6, 7, 8], 3), ([3, 4, 5, 6, 7, 8], 2),
-                          ([0, 3, 1, 4], 4), ([1, 2], 2), ([1, 1], 1)):
-        order = torch.tensor(order)
-        shared.reorder_incremental_state(state, order)
-        src, pad = src[:, order], pad[order]
-        step(state, len(order))
-        assert shared._get_input_buffer(state)["prev_key"].size(0) == cached
+    attention.reorder_incremental_state(state, torch.tensor([2, 2, 0, 4, 3, 3, 8, 6, 7]))
+    assert attention._get_input_buffer(state)["prev_key"] is cache
+    step(state, [0, 1, 2])
+    for order, sentences in (([3, 4, 5, 6, 7, 8], [1, 2]), ([4, 4, 5], [2])):
+        attention.reorder_incremental_state(state, torch.tensor(order))
+        assert attention._get_input_buffer(state)["prev_key"].size(0) == len(sentences)
+        step(state, sentences)

@@ -1,6 +1,6 @@
 """Property tests (hypothesis): for random shapes, paddings, head and slot counts, the layer matches
-the per-position reference, and incremental decoding (any chunking, any beam reorder) matches the
-full pass.
+the per-position reference, and incremental decoding matches the full pass (any chunking; the
+causal state through any reorder, the cross-attention through beam search's).
 
 CI runs a fixed (derandomized) set of examples; set ``MEMSIZER_PROPERTY_EXAMPLES=500`` to search
 more, with fresh random examples on each run.
@@ -114,25 +114,41 @@ def test_causal_incremental_decoding_matches_the_full_pass(data):
         assert buffer["count"].tolist() == (~history_pad).sum(1).double().tolist()
 
 
+def _beam_reorder(data, sentences, beam):
+    """A ``new_order`` as SequenceGenerator makes for ``sentences`` sentences of ``beam`` rows:
+    the sentences that go on (at least one, in order), each of their rows continuing any row of
+    the same sentence. Returns it and the sentences kept."""
+    kept = data.draw(st.lists(st.booleans(), min_size=sentences, max_size=sentences).filter(any))
+    rows = [s * beam + data.draw(st.integers(0, beam - 1))
+            for s in range(sentences) if kept[s] for _ in range(beam)]
+    return torch.tensor(rows, dtype=torch.long), [s for s in range(sentences) if kept[s]]
+
+
 @SETTINGS
 @given(data=st.data())
 def test_cross_attention_incremental_decoding_matches_the_full_pass(data):
+    """Beam search's cross-attention: one source row per sentence read by its beams
+    (``beam_size`` rows), through the reorders SequenceGenerator makes."""
     module = data.draw(layers(roles=("cross",)))
+    beam = data.draw(st.integers(1, 3))
+    module.set_beam_size(beam)
     bsz, src_len = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 6))
     source = torch.randn(src_len, bsz, module.kdim, dtype=torch.float64)
     source_pad = data.draw(masks(bsz, src_len))
     state = {}
     for step in range(data.draw(st.integers(1, 4))):
         if step and data.draw(st.booleans()):
-            order = _reorder(data, source.size(1))
+            order, kept = _beam_reorder(data, source.size(1), beam)
             module.reorder_incremental_state(state, order)
-            source = source[:, order]
-            source_pad = None if source_pad is None else source_pad[order]
-        query = torch.randn(data.draw(st.integers(1, 3)), source.size(1), module.embed_dim,
+            source = source[:, kept]
+            source_pad = None if source_pad is None else source_pad[kept]
+        rows = torch.arange(source.size(1)).repeat_interleave(beam)
+        query = torch.randn(data.draw(st.integers(1, 3)), len(rows), module.embed_dim,
                             dtype=torch.float64)
         # after the first step the memory is cached: the source is not needed any more
         key = source if step == 0 else None
         got, _ = module(query, key, key, key_padding_mask=source_pad if step == 0 else None,
                         incremental_state=state, static_kv=True)
-        full, _ = module(query, source, source, key_padding_mask=source_pad)
+        full, _ = module(query, source[:, rows], source[:, rows],
+                         key_padding_mask=None if source_pad is None else source_pad[rows])
         torch.testing.assert_close(got, full, **TOL)
