@@ -68,10 +68,12 @@ step() {
 
 step "CUDA tests" "$CUDA_TESTS_S" "$OUT/cuda_tests.txt" \
     "$PY" -m pytest tests/test_cuda.py -q -p no:cacheprovider -m cuda
-# on the GPU: Triton's interpreter off (tests/conftest.py chooses it only without CUDA)
+# on the GPU: Triton's interpreter off (tests/conftest.py chooses it only without CUDA), and
+# fp32 tl.dot in IEEE fp32 (Triton's default on Ampere and later is TF32, a 10-bit mantissa), so
+# that the fp32 kernels meet the interpreter's tolerance against the float64 reference
 step "Triton tests (fla kernels on the GPU)" "$TRITON_TESTS_S" "$OUT/triton_tests.txt" \
-    env -u TRITON_INTERPRET "$PY" -m pytest tests/ops/test_fla_forms.py -q -p no:cacheprovider \
-    -m triton
+    env -u TRITON_INTERPRET TRITON_F32_DEFAULT=ieee "$PY" -m pytest tests/ops/test_fla_forms.py \
+    -q -p no:cacheprovider -m triton
 for dtype in fp16 bf16; do
     step "benchmark $dtype" "$BENCHMARK_S" "$OUT/$dtype.txt" \
         "$PY" -m memsizer_fairseq.tools.benchmark --device cuda --dtype "$dtype" \
