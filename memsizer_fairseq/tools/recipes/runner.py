@@ -13,6 +13,7 @@ from ..tasks import SPLITS
 from ..toolkit import fairseq_cli, sentencepiece
 from ..toolkit.corpus_checks import check_corpus
 from ..toolkit.flags import merge_args, render_args
+from ..toolkit.plugin import ENVIRONMENT_VARIABLE, fixes_on
 from .catalog import TINY_COMMON, TINY_GENERATE, Recipe
 
 
@@ -93,11 +94,14 @@ class Runner:
         return output
 
     def evaluate(self) -> str:
-        """The test set's scores, one line (the command printed first, as it would run)."""
+        """The test set's scores, one line (the command printed first, as it would run), with
+        every test item kept (``keep_last_batch``)."""
         task = self.recipe.task
-        self.say("$ " + shlex.join([f"fairseq-{task.evaluator.tool}", *self.evaluate_args()]))
-        scores, _ = task.evaluator.run(self.evaluate_args(),
-                                       os.path.join(self.work_dir, "logs", "evaluate.log"))
+        self.say(f"$ {ENVIRONMENT_VARIABLE}=keep_last_batch " + shlex.join(
+            [f"fairseq-{task.evaluator.tool}", *self.evaluate_args()]))
+        with fixes_on(("keep_last_batch",)):
+            scores, _ = task.evaluator.run(self.evaluate_args(),
+                                           os.path.join(self.work_dir, "logs", "evaluate.log"))
         return "test: " + ", ".join(f"{m.label} = {scores[m.key]:.2f}" for m in task.quality)
 
     def step_raw(self):

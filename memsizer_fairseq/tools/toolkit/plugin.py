@@ -35,5 +35,5 @@ def fixes_on(names: Sequence[str]) -> Iterator[Tuple[str, ...]]:
             os.environ[ENVIRONMENT_VARIABLE] = saved
 
 
-__all__ = ["MemsizerAttention", "MemsizerConfig", "RougeF1", "add_memsizer_args", "atomic_write",
-           "fixes_on", "uptrain_arch_map"]
+__all__ = ["ENVIRONMENT_VARIABLE", "MemsizerAttention", "MemsizerConfig", "RougeF1",
+           "add_memsizer_args", "atomic_write", "fixes_on", "uptrain_arch_map"]
