@@ -105,7 +105,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="--uptrain: one converted and fine-tuned model per NAME, FLAGS "
                              "going to the uptrain command (its Memsizer flags also to the "
                              "fine-tuning), e.g. 'transfer=--transfer-updates 200' "
-                             "(default: 'plain=', converted without flags)")
+                             "(default: 'plain=', converted without flags, unless the work "
+                             "directory holds others)")
     parser.add_argument("--uptrain-updates", type=int, default=None,
                         help="fine-tuning updates of --uptrain "
                              "(default: a third of --max-update)")
@@ -230,7 +231,7 @@ def run(args, fixes) -> int:
                 memsizer_args=shlex.split(args.memsizer_args),
                 train_args=shlex.split(args.train_args), frontier=frontier_for(args, name),
                 uptrain=args.uptrain is not None and (not args.uptrain or name in args.uptrain),
-                uptrain_configs=dict(args.uptrain_configs or [("plain", [])]),
+                uptrain_configs=dict(args.uptrain_configs or []),
                 uptrain_updates=args.uptrain_updates, attention_init=args.attention_init,
                 distill=args.distill, fixes=fixes, threads=args.threads, device=args.device,
                 progress=not args.no_progress, evaluate_again=args.evaluate_again,

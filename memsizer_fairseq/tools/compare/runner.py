@@ -99,6 +99,8 @@ class Comparison:
             "attention_init": attention_init, "vocab_size": vocab_size, "fixes": list(fixes),
             "shared_train_flags": {flag: str(value) for flag, value in self._shared_flags().items()
                                    if value is not None and value is not False}})
+        if uptrain and not self.settings["uptrain_configs"]:
+            self.settings["uptrain_configs"]["plain"] = []  # converted without flags
         if evaluate_again:  # e.g. to time generation again on a machine with nothing else running
             self.run_state.forget_evaluations()
 
