@@ -172,13 +172,12 @@ class MemsizerAttention(nn.Module):
         source: Optional[Tensor] = None
         if key is not None:
             source = key.transpose(0, 1)
-        source_keep = _keep(key_padding_mask)
         attn: Optional[Tensor] = None
         if weights:
             if source is None:
                 raise ValueError("cross-attention weights need the source (key) at every step")
-            attn = self._chosen_weights(self.memsizer.read_weights(x, source, source_keep),
-                                        per_head)
+            attn = self._chosen_weights(
+                self.memsizer.read_weights(x, source, _keep(key_padding_mask)), per_head)
         memory: Optional[Tensor] = None
         if incremental_state is not None:
             memory = self._get_input_buffer(incremental_state).get("memory")
@@ -190,7 +189,7 @@ class MemsizerAttention(nn.Module):
                     f"cross-attention: {source.size(0)} sources for {x.size(0)} rows; each "
                     f"source is read by beam_size = {self.beam_size} consecutive rows "
                     f"(set_beam_size)")
-            memory = self.memsizer.memory(source, source_keep)
+            memory = self.memsizer.memory(source, _keep(key_padding_mask))
             if incremental_state is not None:
                 # one memory per source row, shared by the beam_size rows that read it
                 self._set_memory(incremental_state, memory)
