@@ -22,6 +22,7 @@ from torch import Tensor
 from ..config import MemsizerConfig
 from .attention import MemsizerAttention
 
+
 def _wrap_layer(layer, cfg):
     """Activation checkpointing and FSDP wrapping, as fairseq's ``build_*_layer`` do."""
     checkpoint = cfg.checkpoint_activations
