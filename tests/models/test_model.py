@@ -341,3 +341,23 @@ def test_softmax_cross_attention_caches_one_source_per_sentence_through_reorders
         attention.reorder_incremental_state(state, torch.tensor(order))
         assert attention._get_input_buffer(state)["prev_key"].size(0) == len(sentences)
         step(state, sentences)
+
+
+@pytest.mark.parametrize("cross", CROSS_MODES)
+def test_a_search_of_another_beam_than_the_model_was_told_finds_the_same(data_dir, cross):
+    """fairseq tells the model its beam size only for beams above one: a greedy search after a
+    beam search of 4 (the hub interface's translate(beam=4), then beam=1) must not read one
+    source for four sentences. Its encoder output keeps one row per beam."""
+    model, task = small_model(data_dir, ["--cross-attention", cross])
+    src, lengths, _ = random_batch(task, bsz=4)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": lengths}}
+    with torch.no_grad():
+        untold = SequenceGenerator([model], task.target_dictionary, beam_size=1,
+                                   max_len_b=8).forward(sample)
+        SequenceGenerator([model], task.target_dictionary, beam_size=4)  # tells the model 4
+        assert model.encoder.beam_size == 4
+        told = SequenceGenerator([model], task.target_dictionary, beam_size=1,
+                                 max_len_b=8).forward(sample)
+    for a, b in zip(told, untold):
+        assert torch.equal(a[0]["tokens"], b[0]["tokens"])
+        torch.testing.assert_close(a[0]["score"], b[0]["score"], **TOL)
