@@ -9,13 +9,16 @@ import json
 import os
 import runpy
 import sys
+import warnings
 
 
 def run(module, argv):
     saved = sys.argv
     sys.argv = [module, *map(str, argv)]
     try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        with warnings.catch_warnings():  # runpy's notice where the module was imported before
+            warnings.filterwarnings("ignore", f"'{module}' found in sys.modules", RuntimeWarning)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
     except SystemExit as stop:
         if stop.code:
             raise

@@ -11,6 +11,7 @@ fairseq deals the batches of an epoch out to the ranks in turn (rank r takes bat
 off: the ranks draw their dropout masks from the same seed, one rank with ``--update-freq 2`` from
 one stream. The translation run is also stopped and resumed on 2 ranks: rank 0 loads the
 checkpoint and ``broadcast_object`` sends it to rank 1, which reads it with torch's safe loader.
+The one-rank references run in this process.
 """
 import os
 import random
@@ -25,9 +26,9 @@ from fairseq_helpers import (
     max_param_diff,
     run_cli_in_process,
     train_args,
-    train_subprocess,
     write_translation_data,
 )
+from memsizer_fairseq import compat
 
 TOL = 1e-5
 
@@ -46,8 +47,10 @@ def distributed_flags(world_size, rank, port):
     ]
 
 
-# a run resumed in epoch 2 takes the batches the uninterrupted run took
-RESUMABLE = {"MEMSIZER_FAIRSEQ_FIXES": "default,same_batches_after_resume"}
+# the ranks resume in epoch 2 on the batches the uninterrupted run took, with the fixes the
+# one-rank reference has in this process (those change no uninterrupted run)
+RESUMABLE = {compat.ENVIRONMENT_VARIABLE: ",".join(
+    ["default", "same_batches_after_resume", *compat.installed_fixes()])}
 
 
 def train_on_ranks(args, world_size=2, timeout=300):
@@ -88,8 +91,8 @@ def test_memsizer_transformer_two_ranks_equal_one_rank_with_twice_the_batch(tmp_
     assert "num_updates 8" in rank0.replace("=", " ")
 
     one = str(tmp_path / "one_rank")
-    train_subprocess(train_args(data, one, *common, "--max-update", "8", "--update-freq", "2"),
-                     env=RESUMABLE)
+    run_cli_in_process("train", train_args(data, one, *common, "--max-update", "8",
+                                           "--update-freq", "2"))
 
     got = load_params(os.path.join(two, "checkpoint_last.pt"))
     want = load_params(os.path.join(one, "checkpoint_last.pt"))
@@ -125,7 +128,7 @@ def test_memsizer_lm_two_ranks_equal_one_rank_with_twice_the_batch(tmp_path):
 
     two, one = str(tmp_path / "two_ranks"), str(tmp_path / "one_rank")
     train_on_ranks(lm_args(two))
-    train_subprocess(lm_args(one, "--update-freq", "2"), env=RESUMABLE)
+    run_cli_in_process("train", lm_args(one, "--update-freq", "2"))
     got = load_params(os.path.join(two, "checkpoint_last.pt"))
     want = load_params(os.path.join(one, "checkpoint_last.pt"))
     assert max_param_diff(got, want) <= TOL

@@ -146,6 +146,12 @@ def test_the_result_changing_fixes_change_these_runs_when_asked_for(data, sides,
     """The test can fail: with every fix, the last batches are kept and the resumed run takes the
     batches of epoch 1, so the same runs give other updates, losses and translations."""
     save = str(tmp_path / "all")
+    # other tests may have run fairseq-train in this process: their --patience count, which
+    # patience_resume would save into these checkpoints, is dropped
+    imported = sys.modules.get("fairseq_cli.train")
+    for name in ("best", "num_runs"):
+        if imported is not None and hasattr(imported.should_stop_early, name):
+            delattr(imported.should_stop_early, name)
     out = io.StringIO()
     with compat.fixes_installed("all"), contextlib.redirect_stdout(out):  # in this process
         stock_driver.train_resume_generate(*commands(data, save, plugin=True))
