@@ -55,6 +55,16 @@ def _with_layer_prefix(module, state_dict, prefix, local_metadata, strict, missi
             state_dict[prefix + _LAYER + name] = state_dict.pop(prefix + name)
 
 
+def _missing_without_layer_prefix(module, incompatible_keys):
+    """load_state_dict post-hook: missing keys named as checkpoints name them."""
+    missing = incompatible_keys.missing_keys
+    for index, key in enumerate(missing):
+        if key.startswith(_LAYER):
+            missing[index] = key[len(_LAYER):]
+        elif "." + _LAYER in key:
+            missing[index] = key.replace("." + _LAYER, ".", 1)
+
+
 class MemsizerAttention(nn.Module):
     """A :class:`MemsizerLayer` with fairseq's role flags: ``causal`` (decoder / LM
     self-attention), ``self_attention`` (encoder self-attention) or
@@ -94,6 +104,7 @@ class MemsizerAttention(nn.Module):
         self._incremental_state_id = str(uuid.uuid4())
         self.register_state_dict_post_hook(_without_layer_prefix)
         self.register_load_state_dict_pre_hook(_with_layer_prefix)
+        self.register_load_state_dict_post_hook(_missing_without_layer_prefix)
 
     # the layer's parts, under the names checkpoints give them
     q_proj = property(lambda self: self.memsizer.q_proj)

@@ -140,3 +140,20 @@ def test_bad_arguments_are_refused(kwargs, word):
     args.update(kwargs)
     with pytest.raises(ValueError, match=word):
         MemsizerAttention(**args)
+
+
+def test_checkpoints_name_the_layers_parameters_as_fairseqs_attention_does():
+    """The layer's parameters are saved and loaded without its ``memsizer.`` prefix, and a
+    parameter a checkpoint lacks is named so."""
+    module = make("causal", causal_short_conv=3)
+    keys = set(module.state_dict())
+    assert keys == {f"{m}.{p}" for m in ("q_proj", "l_proj", "r_proj", "l_norm", "r_norm")
+                    for p in ("weight", "bias")} | {"short_conv"}
+    assert {name for name, _ in module.named_parameters()} == {"memsizer." + k for k in keys}
+    fresh = make("causal", causal_short_conv=3, q_init_scale=3.0)
+    fresh.load_state_dict(module.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), module.parameters()))
+    partial = module.state_dict()
+    del partial["l_proj.weight"]
+    with pytest.raises(RuntimeError, match='Missing key\\(s\\) in state_dict: "l_proj.weight"'):
+        fresh.load_state_dict(partial)
