@@ -1,12 +1,15 @@
 """Bad input gets a clear error before any work starts; every checkpoint path uses the safe loader.
 
-Most fairseq tools run in this process (their ``cli_main``, as the command line would): the paths
-under test fail at or before loading, so nothing is gained by paying a new interpreter for each.
+fairseq's tools run in this process (their ``cli_main``, as the command line would): nothing is
+gained by paying a new interpreter for each.
 The check that needs a process *without* the plugin (no ``--user-dir``) runs as a subprocess.
 Invalid Memsizer flag values (``--causal-proj-dim 0`` ...) and heads that do not divide the width
 are tested in ``test_model.py`` and ``test_lm.py``.
 """
 import argparse
+import contextlib
+import io
+import logging
 import os
 import pickle
 import re
@@ -27,7 +30,6 @@ from fairseq_helpers import (
     child_env,
     run_cli_in_process,
     train_args,
-    train_subprocess,
     write_translation_data,
 )
 
@@ -51,14 +53,29 @@ def corpus(tmp_path_factory):
     return write_translation_data(str(tmp_path_factory.mktemp("reliability")), edit=_edit)
 
 
+@contextlib.contextmanager
+def fairseq_log():
+    """fairseq's log lines (INFO and up) of what runs in the block, as text."""
+    root, stream = logging.getLogger(), io.StringIO()
+    handler, level = logging.StreamHandler(stream), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
 @pytest.fixture(scope="module")
 def memsizer_run(corpus, tmp_path_factory):
     save = str(tmp_path_factory.mktemp("memsizer_ckpt"))
-    log = train_subprocess(train_args(
-        corpus, save, "--max-update", "6", "--dropout", "0", "--no-epoch-checkpoints",
-        *MAX_POSITIONS,
-    ))
-    return save, os.path.join(save, "checkpoint_last.pt"), log
+    with fairseq_log() as log:
+        run_cli_in_process("train", train_args(
+            corpus, save, "--max-update", "6", "--dropout", "0", "--no-epoch-checkpoints",
+            *MAX_POSITIONS,
+        ))
+    return save, os.path.join(save, "checkpoint_last.pt"), log.getvalue()
 
 
 @pytest.fixture(scope="module")
