@@ -137,6 +137,15 @@ def memsizer_attention_prefixes(model) -> List[str]:
     return [name for name, module in model.named_modules() if isinstance(module, MemsizerAttention)]
 
 
+def converted_layer(key: str, converted) -> Optional[str]:
+    """The converted attention layer (a module name in ``converted``) that holds the tensor
+    ``key`` (``...self_attn.q_proj.weight``, ``...self_attn.short_conv``), or None."""
+    for prefix in converted:
+        if key.startswith(prefix + "."):
+            return prefix
+    return None
+
+
 def _attention_inits(old: Dict[str, torch.Tensor], prefix: str, attention, mode: str
                      ) -> Dict[str, torch.Tensor]:
     """Memsizer parameters of one converted attention layer (see the module docstring)."""
@@ -190,8 +199,7 @@ def convert_state(state: Dict, overrides: Optional[Dict] = None, attention_init:
             raise ConversionError(f"the checkpoint has no attention layer {prefix}")
         new_model.update(_attention_inits(old, prefix, modules[prefix], attention_init))
     for key, tensor in target.items():
-        owner = key.rsplit(".", 2)[0]
-        if owner in converted:
+        if converted_layer(key, converted) is not None:
             report["initialised"].append(key)
             continue
         if key not in old:
@@ -206,7 +214,7 @@ def convert_state(state: Dict, overrides: Optional[Dict] = None, attention_init:
         report["copied"].append(key)
     copied = set(report["copied"])
     report["dropped"] = sorted(k for k in old if k not in copied)
-    unexpected = [k for k in report["dropped"] if k.rsplit(".", 2)[0] not in converted]
+    unexpected = [k for k in report["dropped"] if converted_layer(k, converted) is None]
     if unexpected:
         raise ConversionError(f"checkpoint tensors with no place in the Memsizer model: "
                               f"{', '.join(unexpected[:5])}")

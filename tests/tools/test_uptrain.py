@@ -55,6 +55,19 @@ def test_conversion_keeps_softmax_cross_attention_bit_for_bit(transformer_state,
         assert isinstance(layer.encoder_attn, MemsizerAttention) == (i not in softmax_layers)
 
 
+def test_conversion_into_the_short_convolution_starts_it_as_the_identity(transformer_state):
+    new, report = convert_state(transformer_state, {"causal_short_conv": 4})
+    conv_keys = [key for key in new["model"] if key.endswith("self_attn.short_conv")]
+    assert len(conv_keys) == 2 and set(conv_keys) <= set(report["initialised"])
+    for key in conv_keys:
+        identity = torch.zeros_like(new["model"][key])
+        identity[:, 0] = 1.0
+        assert torch.equal(new["model"][key], identity)
+    size = new["model"]["decoder.embed_tokens.weight"].shape[0]
+    build_memsizer_model(new["cfg"]["model"], size, size, seed=1).load_state_dict(
+        new["model"], strict=True)
+
+
 @pytest.mark.parametrize("content, message", [
     ("text", "is not a fairseq checkpoint: torch's safe loader refused it"),
     ("truncated", "is not a readable checkpoint (PytorchStreamReader"),
@@ -105,7 +118,11 @@ def trained_transformer(tmp_path_factory):
 def test_attention_transfer_lowers_every_layers_error_and_leaves_the_rest_untouched(
         trained_transformer, tmp_path):
     from memsizer_fairseq.tools.transfer import TransferSettings
-    from memsizer_fairseq.tools.uptrain import convert_checkpoint, load_checkpoint
+    from memsizer_fairseq.tools.uptrain import (
+        convert_checkpoint,
+        converted_layer,
+        load_checkpoint,
+    )
 
     source, data = trained_transformer
     plain, transferred = str(tmp_path / "plain.pt"), str(tmp_path / "transferred.pt")
@@ -121,7 +138,7 @@ def test_attention_transfer_lowers_every_layers_error_and_leaves_the_rest_untouc
                                                                  result.after)
     before, after = load_checkpoint(plain)["model"], load_checkpoint(transferred)["model"]
     assert before.keys() == after.keys()
-    learned = {key for key in after if key.rsplit(".", 2)[0] in layers}
+    learned = {key for key in after if converted_layer(key, layers) is not None}
     assert learned == set(report["initialised"])
     for key in after:
         if key in learned:
