@@ -96,7 +96,7 @@ def test_the_default_vocabulary_shrinks_to_what_the_corpus_allows(small_corpus, 
     comparison = Comparison(TRANSLATION, str(tmp_path / "work"), raw_dir=str(small_corpus),
                             out=open(os.devnull, "w"))
     stats = comparison.prepare_data()
-    assert 0 < stats["spm_vocab"] < TRANSLATION.full.spm_vocab
+    assert 0 < stats["spm_vocab"] < TRANSLATION.budgets["full"].spm_vocab
     assert stats["train_lines"] == 200
     assert os.path.isfile(os.path.join(comparison.data_bin, "dict.en.txt"))
 
