@@ -88,9 +88,10 @@ def test_generate_option(toy_checkpoints, row):
 
 
 def test_batching_by_tokens_or_sentences_gives_the_same_translations(toy_checkpoints):
-    by_sentences = _fields(_generate(toy_checkpoints, "--batch-size", "3"), "H")
-    by_tokens = _fields(_generate(toy_checkpoints, "--max-tokens", "40"), "H")
-    assert by_sentences == by_tokens == _fields(_generate(toy_checkpoints), "H")
+    with compat.fixes_installed("keep_last_batch"):  # every sentence, whatever the batches
+        by_sentences = _fields(_generate(toy_checkpoints, "--batch-size", "3"), "H")
+        by_tokens = _fields(_generate(toy_checkpoints, "--max-tokens", "40"), "H")
+        assert by_sentences == by_tokens == _fields(_generate(toy_checkpoints), "H")
 
 
 @pytest.mark.parametrize("other", ["memsizer", "transformer"])
