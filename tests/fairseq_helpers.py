@@ -8,12 +8,14 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import Dict, Optional
 
 import torch
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
-from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, fairseq_command
+from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, fairseq_command, run_fairseq
 from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation
 
 # The toy translation models shared by the end-to-end tests (trained once per session in
@@ -166,3 +168,57 @@ def max_param_diff(a, b):
 def loaded_updates(log):
     found = re.findall(r"Loaded checkpoint \S+ \(epoch \d+ @ (\d+) updates\)", log)
     return int(found[-1]) if found else None
+
+
+@dataclass
+class GenerationResult:
+    """What the fairseq-generate command printed: its score line's BLEU, its timing, its D- lines
+    (the tools generate in-process: memsizer_fairseq.tools.toolkit.generation)."""
+
+    bleu: Optional[float]
+    sentences: int
+    tokens: int
+    seconds: float
+    hypotheses: Dict[int, str]
+    output: str
+
+
+_BLEU = re.compile(r"Generate \S+ with beam=\d+: BLEU4? = ([\d.]+)")
+_TIMING = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
+
+
+def printed_generation(output: str) -> GenerationResult:
+    """What fairseq-generate printed (``output``), read back."""
+    bleu, timing = _BLEU.search(output), _TIMING.search(output)
+    hypotheses = {}
+    for line in output.splitlines():
+        if line.startswith("D-"):
+            ident, _score, text = (line.split("\t") + ["", ""])[:3]
+            hypotheses.setdefault(int(ident[2:]), text)
+    number = lambda text: int(text.replace(",", ""))  # noqa: E731
+    return GenerationResult(
+        bleu=float(bleu.group(1)) if bleu else None,
+        sentences=number(timing.group(1)) if timing else len(hypotheses),
+        tokens=number(timing.group(2)) if timing else 0,
+        seconds=float(timing.group(3)) if timing else 0.0, hypotheses=hypotheses, output=output)
+
+
+def generate_command(data, checkpoint, beam=4, batch_size=64, subset="test", extra=(),
+                     log_path=None, in_process=False) -> GenerationResult:
+    """The ``fairseq-generate`` command a user types (a subprocess, or its ``main`` in this
+    process), its console output read back."""
+    args = [data, "--user-dir", USER_DIR, "--path", checkpoint, "--gen-subset", subset,
+            "--beam", beam, "--batch-size", batch_size, *extra]
+    if in_process:
+        return printed_generation(run_in_process("generate", args))
+    return printed_generation(run_fairseq("generate", args, log_path))
+
+
+def hard_alignments(output: str) -> Dict[int, set]:
+    """``A-`` lines of fairseq-generate's output: sample id -> {(source word, target word)}."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("A-"):
+            sample, _, links = line.partition("\t")
+            found[int(sample[2:])] = {tuple(map(int, link.split("-"))) for link in links.split()}
+    return found

@@ -12,6 +12,7 @@ from memsizer_fairseq.tools.toolkit import fairseq_cli
 from memsizer_fairseq.ops.causal import chunk_causal_read, quadratic_causal_read
 from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation
 from builders import REL_TOL, module, relative_error, step_through
+from fairseq_helpers import generate_command
 
 pytestmark = [
     pytest.mark.cuda,
@@ -99,5 +100,5 @@ def test_fairseq_train_steps_and_checkpoints_move_between_cpu_and_cuda(toy_data,
         "--no-epoch-checkpoints", "--disable-validation", *precision])
     checkpoint = os.path.join(save, "checkpoint_last.pt")
     for device in (["--cpu"], []):  # trained on CUDA, decoded on the CPU and on CUDA
-        result = fairseq_cli.generate(data, checkpoint, beam=4, extra=device)
+        result = generate_command(data, checkpoint, beam=4, extra=device)
         assert result.sentences == 50

@@ -7,7 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from .toolkit import generation
+from .toolkit import generation, sentencepiece
+from .toolkit.corpus_checks import check_corpus
 from .toolkit.flags import Args
 from .toolkit.synthetic_corpora import write_toy_summarization, write_toy_wikitext
 from .toolkit.toy_data import write_toy_translation
@@ -60,6 +61,31 @@ class Layout:
         names = " and ".join(self.pattern.format(split="{train,valid,test}", side=side)
                              for side in self.sides)
         return names + " (plain text, one item per line)"
+
+    def check(self, directory: str, owner: str) -> Dict[str, int]:
+        """Each file's line count; a missing file (``owner`` names who needs it) or unusable
+        text (:mod:`.toolkit.corpus_checks`) is refused before anything is written."""
+        missing = [path for path in self.files(directory) if not os.path.isfile(path)]
+        if missing:
+            raise FileNotFoundError(f"{owner}: {directory} lacks {', '.join(missing)}; it must "
+                                    f"hold {self.describe()}")
+        return check_corpus(self.files(directory), self.pairs(directory))
+
+    def encode(self, raw_dir: str, out_dir: str, options: dict, workers: int = 1,
+               lines: Optional[Dict[str, int]] = None) -> str:
+        """One sentencepiece model learned on the training text of every side together
+        (``out_dir/spm.model``, ``options``: :func:`.toolkit.sentencepiece.bpe_options`), and the
+        pieces of every split in this layout in ``out_dir`` (of a split's first ``lines[split]``
+        lines where given); returns the model's path."""
+        model = os.path.join(out_dir, "spm.model")
+        processor = sentencepiece.learn_bpe(
+            [self.file(raw_dir, "train", side) for side in self.sides], model, options)
+        for split in SPLITS:
+            for side in self.sides:
+                sentencepiece.encode_file(processor, self.file(raw_dir, split, side),
+                                          self.file(out_dir, split, side), workers,
+                                          lines=(lines or {}).get(split))
+        return model
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ import os
 import pytest
 
 from memsizer_fairseq.tools.toolkit import fairseq_cli
-from memsizer_fairseq.tools.benchmark.alignment import accuracy, hard_alignments
+from memsizer_fairseq.tools.benchmark.alignment import accuracy
 from memsizer_fairseq.tools.toolkit.toy_data import read_alignments
-from fairseq_helpers import TOY_MODEL, TOY_TRAIN, run_in_process
+from fairseq_helpers import TOY_MODEL, TOY_TRAIN, generate_command, hard_alignments, run_in_process
 from memsizer_fairseq import compat
 
 BLEU_FLOOR = 40.0
@@ -24,7 +24,7 @@ def every_test_sentence(monkeypatch):
 
 def test_generate_beam4_learns_and_reloads_checkpoint(trained):
     data, save_dir, _ = trained
-    result = fairseq_cli.generate(data, os.path.join(save_dir, "checkpoint_best.pt"), beam=4,
+    result = generate_command(data, os.path.join(save_dir, "checkpoint_best.pt"), beam=4,
                                extra=["--cpu"])
     assert result.sentences == 100
     assert result.bleu is not None and result.bleu >= BLEU_FLOOR, result.output[-2000:]

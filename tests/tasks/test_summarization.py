@@ -6,10 +6,11 @@ import re
 import pytest
 import torch
 
-import memsizer_fairseq  # noqa: F401
+from memsizer_fairseq import compat
 from fairseq import options, tasks
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
+from fairseq_helpers import generate_command
 from memsizer_fairseq.tools import recipes
 from memsizer_fairseq.tools.toolkit import fairseq_cli
 from memsizer_fairseq.scoring.rouge import RougeF1
@@ -73,15 +74,15 @@ def test_eval_rouge_selects_the_best_checkpoint(trained):
     assert best["cfg"]["task"]["truncate_source"] is True
 
 
-def test_generate_with_rouge_scoring_learns(trained, monkeypatch):
+def test_generate_with_rouge_scoring_learns(trained):
     data, _ = trained
     # all 100 test summaries, the last batch kept (fairseq-fixed drops it)
-    monkeypatch.setenv("MEMSIZER_FAIRSEQ_FIXES", "default,keep_last_batch")
-    result = fairseq_cli.generate(
-        data.data_bin, os.path.join(data.save_dir, "checkpoint_best.pt"), beam=4,
-        extra=["--task", "summarization", "--scoring", "rouge",
-               "--post-process", "sentencepiece", "--max-len-b", "60", "--cpu"],
-    )
+    with compat.fixes_installed("keep_last_batch"):
+        result = generate_command(
+            data.data_bin, os.path.join(data.save_dir, "checkpoint_best.pt"), beam=4,
+            extra=["--task", "summarization", "--scoring", "rouge",
+                   "--post-process", "sentencepiece", "--max-len-b", "60", "--cpu"],
+            in_process=True)
     line = result.output.strip().splitlines()[-1]
     match = ROUGE_LINE.match(line)
     assert match, line
@@ -106,12 +107,11 @@ def test_eval_rouge_matches_generate_on_the_validation_set(trained):
     """The last validation ROUGE-L logged in training is fairseq-generate's on checkpoint_last."""
     data, log = trained
     last = _valid_metrics(log)[-1]
-    result = fairseq_cli.generate(
+    result = generate_command(
         data.data_bin, os.path.join(data.save_dir, "checkpoint_last.pt"), beam=2,
         subset="valid", batch_size=100,
         extra=["--task", "summarization", "--scoring", "rouge", "--max-len-b", "60",
-               "--post-process", "sentencepiece", "--cpu"],
-    )
+               "--post-process", "sentencepiece", "--cpu"], in_process=True)
     match = ROUGE_LINE.match(result.output.strip().splitlines()[-1])
     assert match
     assert float(match.group(5)) == pytest.approx(last["rouge_l"], abs=0.05)

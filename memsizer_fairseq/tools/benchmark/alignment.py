@@ -6,16 +6,16 @@ word by word, adjectives moved after their noun, so every target word has one kn
 word), with the same flags and batches. Each model then scores the test references with
 ``fairseq-generate --score-reference --print-alignment hard`` (the last decoder layer's
 cross-attention weights, averaged over heads, as fairseq extracts them) and beam-searches them
-with ``--print-alignment hard``. Reported per model: the share of target words whose aligned
-source word is the true one (references; and hypotheses equal to their reference), and the
-beam-search BLEU. Memsizer's weights are the implicit ones of its read,
-``w_tj = n^(-1/2) a(z_t) . l_j``.
+with ``--print-alignment hard`` (both in this process: :mod:`..toolkit.generation`). Reported
+per model: the share of target words whose aligned source word is the true one (references;
+and hypotheses equal to their reference), and the beam search's sacreBLEU. Memsizer's weights
+are the implicit ones of its read, ``w_tj = n^(-1/2) a(z_t) . l_j``.
 """
 import json
 import os
 from typing import Dict, List, Optional, Sequence
 
-from ..toolkit import fairseq_cli
+from ..toolkit import fairseq_cli, generation
 from . import arguments
 from ..toolkit.toy_data import read_alignments, write_toy_translation
 
@@ -35,27 +35,6 @@ SHARED = [
     "--no-epoch-checkpoints", "--log-format", "simple", "--log-interval", "50",
 ]
 SIZES = {"train": 4000, "valid": 100, "test": 200}
-
-
-def hard_alignments(output: str) -> Dict[int, set]:
-    """``A-`` lines of fairseq-generate: sample id -> {(source word, target word)}."""
-    found = {}
-    for line in output.splitlines():
-        if line.startswith("A-"):
-            sample, _, links = line.partition("\t")
-            found[int(sample[2:])] = {tuple(map(int, link.split("-"))) for link in links.split()}
-    return found
-
-
-def _matches(output: str) -> Dict[int, bool]:
-    """sample id -> hypothesis equals its reference."""
-    targets, hypotheses = {}, {}
-    for line in output.splitlines():
-        tag, _, rest = line.partition("-")
-        if tag in ("T", "H") and "\t" in rest:
-            sample, *fields = rest.split("\t")
-            (targets if tag == "T" else hypotheses)[int(sample)] = fields[-1]
-    return {i: hypotheses.get(i) == t for i, t in targets.items()}
 
 
 def accuracy(found: Dict[int, set], truth: List[set], samples: Optional[Sequence[int]] = None):
@@ -78,19 +57,19 @@ def measure(work_dir: str, updates: int = 350, seed: int = 5) -> List[Dict]:
         fairseq_cli.run_fairseq("train", [data, "--user-dir", fairseq_cli.USER_DIR, *flags, *SHARED,
                                        "--max-update", updates, "--save-dir", save_dir],
                              os.path.join(work_dir, f"train.{name}.log"))
-        checkpoint = os.path.join(save_dir, "checkpoint_last.pt")
-        scored, searched = (fairseq_cli.generate(data, checkpoint, beam=4, batch_size=64,
-                                                 extra=["--cpu", "--print-alignment", "hard",
-                                                        *extra])
-                            for extra in (["--score-reference"], []))
-        equal = [i for i, same in _matches(searched.output).items() if same]
+        args = [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
+                os.path.join(save_dir, "checkpoint_last.pt"), "--beam", "4", "--batch-size", "64",
+                "--cpu", "--print-alignment", "hard"]
+        scored, searched = (
+            generation.generate(args + extra, os.path.join(work_dir, f"{kind}.{name}.log"))
+            for kind, extra in (("score", ["--score-reference"]), ("search", [])))
+        equal = [i for i, text in searched.hypotheses.items() if text == searched.references[i]]
         rows.append({
             "model": name,
-            "reference_alignment_accuracy": accuracy(hard_alignments(scored.output), truth),
-            "hypothesis_alignment_accuracy": accuracy(hard_alignments(searched.output), truth,
-                                                      equal),
+            "reference_alignment_accuracy": accuracy(scored.alignments, truth),
+            "hypothesis_alignment_accuracy": accuracy(searched.alignments, truth, equal),
             "hypotheses_equal_to_reference": len(equal),
-            "bleu": searched.bleu,
+            "bleu": generation.bleu(searched)["sacrebleu"],
         })
     return rows
 

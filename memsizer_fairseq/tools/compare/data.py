@@ -9,7 +9,6 @@ from typing import Dict, Optional
 
 from ..tasks import SPLITS
 from ..toolkit import fairseq_cli, sentencepiece
-from ..toolkit.corpus_checks import check_corpus
 from ..toolkit.flags import merge_args, render_args
 from .settings import TaskSettings
 
@@ -17,18 +16,7 @@ from .settings import TaskSettings
 def check_raw_dir(task: TaskSettings, raw_dir: str) -> Dict[str, int]:
     """Refuse a raw directory that lacks a file, or holds unusable text (see corpus_checks);
     returns each file's line count."""
-    layout = task.task.layout
-    missing = [p for p in layout.files(raw_dir) if not os.path.isfile(p)]
-    if missing:
-        raise FileNotFoundError(
-            f"{task.name}: the raw data directory {raw_dir} lacks {', '.join(missing)}; "
-            f"it must hold {layout.describe()}")
-    return check_corpus(layout.files(raw_dir), layout.pairs(raw_dir))
-
-
-def write_tiny_corpus(task: TaskSettings, raw_dir: str, seed: int = 1):
-    """A small synthetic corpus in the raw layout of ``task`` (for the CI mode)."""
-    task.task.write_tiny_corpus(raw_dir, seed=seed)
+    return task.task.layout.check(raw_dir, f"{task.name}: the raw data directory")
 
 
 def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: int,
@@ -36,19 +24,11 @@ def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: i
                         workers: int = 1) -> str:
     """Learn one sentencepiece BPE model on the training text (source and target together) and
     write the pieces of every split to ``spm_dir``; returns the model's path."""
-    layout = task.task.layout
-    inputs = [layout.file(raw_dir, "train", side) for side in layout.sides]
-    model = os.path.join(spm_dir, "spm.model")
-    processor = sentencepiece.learn_bpe(inputs, model, sentencepiece.bpe_options(
-        vocab, hard_vocab_limit=hard_vocab_limit, workers=workers,
-        input_sentence_size=2_000_000))
-    for split in SPLITS:
-        for side in layout.sides:
-            sentencepiece.encode_file(
-                processor, layout.file(raw_dir, split, side), layout.file(spm_dir, split, side),
-                workers,
-                lines=valid_lines if split == "valid" and valid_lines else None)
-    return model
+    return task.task.layout.encode(
+        raw_dir, spm_dir, sentencepiece.bpe_options(vocab, hard_vocab_limit=hard_vocab_limit,
+                                                     workers=workers,
+                                                     input_sentence_size=2_000_000),
+        workers, {"valid": valid_lines} if valid_lines else None)
 
 
 def binarize(task: TaskSettings, spm_dir: str, data_bin: str, workers: int = 1) -> str:

@@ -15,7 +15,8 @@ from ..toolkit.plugin import atomic_write
 from .plots import plot_curves, plot_frontier
 from .run_state import DISTILLED, UPTRAINED, parse_step
 from .settings import BUDGETS, TASKS
-from .tables import (best_valid, markdown, means, model_label, run_flags, run_order, runs_frame,
+from ..toolkit.tables import markdown
+from .tables import (best_valid, means, model_label, run_flags, run_order, runs_frame,
                      valid_metric, with_means)
 
 Key = Tuple[str, str]  # (budget, task)

@@ -185,7 +185,7 @@ class Comparison:
         if self.budget.synthetic:
             if os.path.isdir(self.raw_dir):
                 shutil.rmtree(self.raw_dir)
-            data.write_tiny_corpus(self.task, self.raw_dir)
+            self.task.task.write_tiny_corpus(self.raw_dir)
         data.check_raw_dir(self.task, self.raw_dir)
         vocab = self.settings["vocab_size"] or self.budget.spm_vocab
         try:

@@ -2,7 +2,7 @@
 configuration and seed (pandas), with the mean over seeds; what a task measures comes from its
 description (``tools/tasks.py``)."""
 import shlex
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import pandas as pd
 
@@ -139,17 +139,3 @@ def with_means(frame: pd.DataFrame) -> pd.DataFrame:
 def means(frame: pd.DataFrame) -> pd.DataFrame:
     """The mean over seeds of each configuration, indexed by configuration."""
     return frame.groupby("config", sort=False).mean(numeric_only=True)
-
-
-def markdown(frame: pd.DataFrame, columns: Dict[str, tuple]) -> List[str]:
-    """A markdown table of ``frame``'s ``columns`` (column -> (header, format)); missing
-    values show as ``-``."""
-    def cell(value, form: str) -> str:
-        if value is None or (not isinstance(value, str) and pd.isna(value)):
-            return "-"
-        return value if isinstance(value, str) else format(value, form)
-
-    rows = [[cell(row.get(column), form) for column, (_, form) in columns.items()]
-            for row in frame.to_dict("records")]
-    return ["| " + " | ".join(cells) + " |" for cells in
-            [[header for header, _ in columns.values()], ["---"] * len(columns), *rows]]

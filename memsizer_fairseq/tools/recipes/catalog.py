@@ -36,9 +36,6 @@ class Recipe:
     def evaluate_flags(self) -> Args:
         return merge_args(self.task.generation, self.evaluate)
 
-    def describe_files(self) -> str:
-        return f"{self.layout.describe()}: {self.about}"
-
 
 # Flags every --tiny run adds (CPU, quiet, small checkpoints) or drops (GPU-only, big batches).
 TINY_COMMON: Args = {

@@ -11,7 +11,6 @@ from typing import List, Optional, Sequence
 
 from ..tasks import SPLITS
 from ..toolkit import fairseq_cli, sentencepiece
-from ..toolkit.corpus_checks import check_corpus
 from ..toolkit.flags import merge_args, render_args
 from ..toolkit.plugin import ENVIRONMENT_VARIABLE, fixes_on
 from .catalog import TINY_COMMON, TINY_GENERATE, Recipe
@@ -114,38 +113,25 @@ class Runner:
 
     def check_raw(self):
         """Refuse missing or unusable raw files (before anything is written)."""
-        layout = self.recipe.layout
-        files = layout.files(self.raw_dir)
-        missing = [p for p in files if not os.path.exists(p)]
-        if missing and not self.dry_run:
-            raise FileNotFoundError(
-                f"{self.recipe.name}: missing raw files {missing}; expected in --raw-dir: "
-                f"{self.recipe.describe_files()}"
-            )
-        if not self.dry_run:  # readable UTF-8 text, parallel sides of equal length
-            check_corpus(files, layout.pairs(self.raw_dir))
+        if not self.dry_run:
+            self.recipe.layout.check(self.raw_dir, f"{self.recipe.name} (--raw-dir: "
+                                     f"{self.recipe.about})")
 
     def step_spm(self):
         vocab = self.spm_vocab()
         if vocab is None:
             self.say("[spm] word-level data: no sentencepiece model")
             return
-        r = self.recipe
-        model = os.path.join(self.spm_dir, "spm.model")
+        layout = self.recipe.layout
         options = sentencepiece.bpe_options(vocab, hard_vocab_limit=not self.tiny,
-                                            workers=self.workers, **r.spm_options)
-        layout = r.layout
+                                            workers=self.workers, **self.recipe.spm_options)
         inputs = [layout.file(self.raw_dir, "train", side) for side in layout.sides]
         self.say(f"[spm] learning a joined sentencepiece model on {' + '.join(inputs)}: "
                  + ", ".join(f"{k}={v}" for k, v in options.items()))
-        if self.dry_run:
-            return
-        processor = sentencepiece.learn_bpe(inputs, model, options)
-        for split in SPLITS:
-            for side in layout.sides:
-                sentencepiece.encode_file(processor, layout.file(self.raw_dir, split, side),
-                                          layout.file(self.spm_dir, split, side), self.workers)
-        self.say(f"[spm] encoded {len(SPLITS) * len(layout.sides)} files into {self.spm_dir}")
+        if not self.dry_run:
+            layout.encode(self.raw_dir, self.spm_dir, options, self.workers)
+            self.say(f"[spm] encoded {len(SPLITS) * len(layout.sides)} files into "
+                     f"{self.spm_dir}")
 
     def step_preprocess(self):
         """fairseq-preprocess into a temporary folder renamed to ``data-bin`` when complete."""

@@ -6,13 +6,12 @@ so that they all exercise exactly what a user types: ``fairseq-preprocess``, ``f
 read by :mod:`.fairseq_logs`; the tools generate and score in-process (:mod:`.generation`).
 """
 import os
-import re
 import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Set, Tuple
+import threading
+from typing import Callable, Dict, List, Optional, Sequence, Set
 
 TOOLS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.dirname(TOOLS_DIR)  # the plugin package (what --user-dir names)
@@ -45,66 +44,31 @@ def run_fairseq(
     log_path: Optional[str] = None,
     stdin: Optional[str] = None,
     env: Optional[Dict[str, str]] = None,
-    timeout: Optional[float] = None,
     on_line: Optional[Callable[[str], None]] = None,
 ) -> str:
-    """Run a fairseq tool; returns its combined output (also written to ``log_path``).
-
-    ``on_line`` (when given) sees every output line as it appears, e.g. to drive a progress bar;
-    the log file is then written as the tool runs, so a long run can be followed with ``tail``.
-    """
+    """Run a fairseq tool; returns its combined output, written to ``log_path`` as it appears
+    (a long run can be followed with ``tail``); ``on_line`` (when given) sees every output line,
+    e.g. to drive a progress bar. A failure raises :class:`FairseqCommandError`."""
     command = fairseq_command(tool, args)
-    full_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
-    if on_line is None:
-        proc = subprocess.run(
-            command, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env=full_env, timeout=timeout,
-        )
-        output, returncode = proc.stdout, proc.returncode
-        if log_path:
-            os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-            with open(log_path, "w") as f:
-                f.write(output)
-    else:
-        output, returncode = _stream(command, full_env, log_path, on_line, stdin)
-    if returncode != 0:
-        tail = "\n".join(output.splitlines()[-40:])
-        raise FairseqCommandError(
-            f"fairseq-{tool} failed (exit {returncode}): {' '.join(command)}\n{tail}"
-        )
-    return output
-
-
-_RUNNING: Set[subprocess.Popen] = set()
-
-
-def stop_running_tools():
-    """Kill the fairseq tools started with ``on_line`` that are still running (on Ctrl-C)."""
-    for proc in list(_RUNNING):
-        proc.kill()
-
-
-def _stream(command, env, log_path, on_line, stdin) -> Tuple[str, int]:
-    lines: List[str] = []
-    log = None
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-        log = open(log_path, "w")
+    lines: List[str] = []
     proc = subprocess.Popen(
         command, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})))
     _RUNNING.add(proc)
     try:
-        if stdin is not None:
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        for line in proc.stdout:
-            lines.append(line)
-            if log:
+        if stdin is not None:  # written beside the reading: neither side waits on a full pipe
+            threading.Thread(target=lambda: (proc.stdin.write(stdin), proc.stdin.close()),
+                             daemon=True).start()
+        with open(log_path or os.devnull, "w") as log:
+            for line in proc.stdout:
+                lines.append(line)
                 log.write(line)
                 log.flush()
-            on_line(line.rstrip("\n"))
+                if on_line:
+                    on_line(line.rstrip("\n"))
         returncode = proc.wait()
     except BaseException:  # Ctrl-C or an error in on_line: do not leave the tool running
         proc.kill()
@@ -112,9 +76,20 @@ def _stream(command, env, log_path, on_line, stdin) -> Tuple[str, int]:
         raise
     finally:
         _RUNNING.discard(proc)
-        if log:
-            log.close()
-    return "".join(lines), returncode
+    if returncode != 0:
+        tail = "".join(lines[-40:])
+        raise FairseqCommandError(
+            f"fairseq-{tool} failed (exit {returncode}): {' '.join(command)}\n{tail}")
+    return "".join(lines)
+
+
+_RUNNING: Set[subprocess.Popen] = set()
+
+
+def stop_running_tools():
+    """Kill the fairseq tools still running (on Ctrl-C)."""
+    for proc in list(_RUNNING):
+        proc.kill()
 
 
 def binarize(args: Sequence[str], dest: str, log_path: Optional[str] = None) -> str:
@@ -170,48 +145,3 @@ def preprocess(
     if joined:
         args.append("--joined-dictionary")
     return binarize(args + list(extra), dest)
-
-
-@dataclass
-class GenerationResult:
-    """What fairseq-generate printed: its score line's BLEU, its timing, its D- lines."""
-
-    bleu: Optional[float]
-    sentences: int
-    tokens: int
-    seconds: float
-    hypotheses: Dict[int, str]
-    output: str
-
-    @property
-    def sentences_per_second(self) -> float:
-        return self.sentences / self.seconds if self.seconds > 0 else float("inf")
-
-
-_BLEU = re.compile(r"Generate \S+ with beam=\d+: BLEU4? = ([\d.]+)")
-_TIMING = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
-
-
-def generate(
-    data: str, checkpoint: str, beam: int = 4, batch_size: int = 64, subset: str = "test",
-    extra: Sequence[str] = (), log_path: Optional[str] = None,
-) -> GenerationResult:
-    """The ``fairseq-generate`` command a user types, its console output read back (for
-    end-to-end tests of the command; the tools generate in-process: :mod:`.generation`)."""
-    args = [
-        data, "--user-dir", USER_DIR, "--path", checkpoint, "--gen-subset", subset,
-        "--beam", beam, "--batch-size", batch_size, *extra,
-    ]
-    output = run_fairseq("generate", args, log_path)
-    bleu, timing = _BLEU.search(output), _TIMING.search(output)
-    hypotheses: Dict[int, str] = {}
-    for line in output.splitlines():
-        if line.startswith("D-"):
-            ident, _score, text = (line.split("\t") + ["", ""])[:3]
-            hypotheses.setdefault(int(ident[2:]), text)
-    number = lambda text: int(text.replace(",", ""))  # noqa: E731
-    return GenerationResult(
-        bleu=float(bleu.group(1)) if bleu else None,
-        sentences=number(timing.group(1)) if timing else len(hypotheses),
-        tokens=number(timing.group(2)) if timing else 0,
-        seconds=float(timing.group(3)) if timing else 0.0, hypotheses=hypotheses, output=output)

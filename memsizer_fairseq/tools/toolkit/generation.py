@@ -28,6 +28,8 @@ class Generated:
     seconds: float  # the search alone, summed over batches
     tokens: int  # generated tokens (end of sentence included)
     scoring: Dict = field(default_factory=dict)  # the --scoring options (e.g. rouge_use_stemmer)
+    # with --print-alignment hard: {(source word, target word)} of each best hypothesis
+    alignments: Dict[int, set] = field(default_factory=dict)
 
     @property
     def sentences(self) -> int:
@@ -131,6 +133,8 @@ def generate(args: Sequence[str], log_path: Optional[str] = None) -> Generated:
                 result.pieces[sentence] = dictionary.string(tokens, extra_symbols_to_ignore=strip)
                 result.hypotheses[sentence] = dictionary.string(tokens, post,
                                                                 extra_symbols_to_ignore=strip)
+                if cfg.generation.print_alignment == "hard":
+                    result.alignments[sentence] = set(map(tuple, hypos[i][0]["alignment"]))
     return result
 
 

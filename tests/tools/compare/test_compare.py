@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from compare_helpers import checkpoint, log_of, run_compare, state_of
+from fairseq_helpers import printed_generation, run_in_process
 from memsizer_fairseq.tools.compare import __main__ as cli
 from memsizer_fairseq.tools.compare.report import load_states, setup_lines
 from memsizer_fairseq.tools.compare.runner import Comparison, memsizer_flags
@@ -105,25 +106,24 @@ def test_translation_measures_both_models_and_reports(translation):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_scores_are_fairseq_generates(translation, monkeypatch):
-    """The in-process scores equal those fairseq-generate prints for the same checkpoint, both
-    with the comparison's fixes (without keep_last_batch fairseq-fixed drops the last 4 of the
-    100 test sentences)."""
-    from memsizer_fairseq.tools.toolkit import fairseq_cli
-
+def test_scores_are_fairseq_generates(translation, tmp_path):
+    """The in-process scores equal those fairseq-generate's main prints for the same checkpoint,
+    both with the comparison's fixes (without keep_last_batch fairseq-fixed drops the last 4 of
+    the 100 test sentences)."""
     work, _ = translation
-    monkeypatch.setenv("MEMSIZER_FAIRSEQ_FIXES", ",".join(FIXES))
     data = os.path.join(work, "tiny", "translation", "data-bin")
     flags = ["--beam", "4", "--lenpen", "0.6", "--max-len-a", "1.2", "--max-len-b", "10",
              "--max-tokens", "8000", "--task", "translation", "--post-process", "sentencepiece",
              "--cpu"]
-    printed = fairseq_cli.generate(data, checkpoint(work, "translation", "memsizer"),
-                                   extra=[*flags, "--scoring", "sacrebleu"])
+    args = [data, "--user-dir", USER_DIR, "--path", checkpoint(work, "translation", "memsizer"),
+            *flags, "--batch-size", "64"]
+    log = tmp_path / "generate.log"
     with fixes_on(FIXES):
-        ours = generation.generate([data, "--user-dir", USER_DIR, "--path",
-                                    checkpoint(work, "translation", "memsizer"), *flags,
-                                    "--batch-size", "64"])
-    assert ours.hypotheses == printed.hypotheses and ours.sentences == printed.sentences
+        with generation.fairseq_logs(str(log)):  # its "Translated N sentences" line
+            output = run_in_process("generate", [*args, "--scoring", "sacrebleu"])
+        printed = printed_generation(output + log.read_text())
+        ours = generation.generate(args)
+    assert ours.hypotheses == printed.hypotheses and ours.sentences == printed.sentences == 100
     assert round(generation.bleu(ours)["sacrebleu"], 2) == printed.bleu
     assert ours.tokens == printed.tokens
 
