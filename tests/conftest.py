@@ -19,6 +19,34 @@ import memsizer_fairseq  # noqa: E402,F401  (imports fairseq quietly, before any
 from fairseq_helpers import TOY_MODEL, TOY_TRAIN  # noqa: E402
 
 
+# The slowest modules, slowest first (measured with --durations): pytest-xdist's --dist loadfile
+# hands out modules in collection order, so these start first and the short ones fill the gaps
+# at the end instead of one long module running alone on one worker.
+SLOWEST_FIRST = (
+    "tools/compare/test_compare.py",
+    "tools/recipes/test_recipes.py",
+    "models/test_cli.py",
+    "models/test_generation_matrix.py",
+    "tools/benchmark/test_benchmark.py",
+    "models/test_lm.py",
+    "test_packaging.py",
+    "tasks/test_summarization.py",
+    "models/test_export.py",
+    "compat/test_distributed.py",
+    "compat/test_stock_equality.py",
+    "compat/test_resume.py",
+    "compat/test_fairseq_export.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = os.path.relpath(str(item.fspath), os.path.join(ROOT, "tests")).replace(os.sep, "/")
+        return SLOWEST_FIRST.index(path) if path in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
