@@ -56,8 +56,8 @@ def _ratio(a, b) -> List[float]:
     return list(map(ratio, a, b))
 
 
-def _x(ratio) -> str:
-    return cell(ratio, lambda value: f"{value:.2f}x")
+def _x(value) -> str:
+    return cell(value, lambda v: f"{v:.2f}x")
 
 
 def _mib(value) -> str:
@@ -165,11 +165,11 @@ def bound_table(result: Dict) -> List[str]:
     columns = [("source -> target", frame["src_len"].astype(str) + " -> "
                 + frame["out_len"].astype(str)), ("transformer s", seconds["transformer"])]
     for (memsizer, bound), name in zip(BOUND_PAIRS, ("memsizer", "softmax-cross")):
-        ratio, met = frame[f"{memsizer}/bound"], frame[f"{memsizer}/bound ok"]
+        ratios, met = frame[f"{memsizer}/bound"], frame[f"{memsizer}/bound ok"]
         columns += [(f"{name} s", seconds[memsizer]), (f"{name} bound s", seconds[bound]),
-                    (f"{name} / bound", ratio),
+                    (f"{name} / bound", ratios),
                     (f"target <= {target:g}", [cell(r, lambda _, ok=ok: "met" if ok else "not met")
-                                               for r, ok in zip(ratio, met)])]
+                                               for r, ok in zip(ratios, met)])]
     return columns_table(
         [*columns, ("transformer / memsizer", _ratio(seconds["transformer"], seconds["memsizer"]))],
         _form)

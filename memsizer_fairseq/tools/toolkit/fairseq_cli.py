@@ -38,6 +38,15 @@ def fairseq_command(tool: str, args: Sequence[str]) -> List[str]:
     return [sys.executable, "-m", _TOOLS[tool], *map(str, args)]
 
 
+_RUNNING: Set[subprocess.Popen] = set()
+
+
+def stop_running_tools():
+    """Kill the fairseq tools still running (on Ctrl-C)."""
+    for proc in list(_RUNNING):
+        proc.kill()
+
+
 def run_fairseq(
     tool: str,
     args: Sequence[str],
@@ -81,15 +90,6 @@ def run_fairseq(
         raise FairseqCommandError(
             f"fairseq-{tool} failed (exit {returncode}): {' '.join(command)}\n{tail}")
     return "".join(lines)
-
-
-_RUNNING: Set[subprocess.Popen] = set()
-
-
-def stop_running_tools():
-    """Kill the fairseq tools still running (on Ctrl-C)."""
-    for proc in list(_RUNNING):
-        proc.kill()
 
 
 def binarize(args: Sequence[str], dest: str, log_path: Optional[str] = None) -> str:
