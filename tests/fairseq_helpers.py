@@ -72,7 +72,9 @@ def run_in_process(tool: str, args, stdin: str = None) -> str:
     from fairseq_cli import generate, interactive
 
     parser = options.get_generation_parser(interactive=tool == "interactive")
-    parsed = options.parse_args_and_arch(parser, [str(a) for a in args])
+    # no DataLoader worker: fairseq keeps it alive between epochs, and releasing it in this
+    # process waits out PyTorch's 5 s status interval (the command's exit kills it at once)
+    parsed = options.parse_args_and_arch(parser, ["--num-workers", "0", *map(str, args)])
     main = {"generate": generate.main, "interactive": interactive.cli_main_args
             if hasattr(interactive, "cli_main_args") else interactive.main}[tool]
     out, previous_stdin = io.StringIO(), sys.stdin
@@ -112,7 +114,10 @@ def child_env(extra=None):
 def run_cli_in_process(tool, argv):
     """``fairseq-<tool> ARGV`` in this process (its ``cli_main``); returns what it printed."""
     module = importlib.import_module(f"fairseq_cli.{tool.replace('-', '_')}")
-    saved, sys.argv = sys.argv, [f"fairseq-{tool}", *map(str, argv)]
+    # the evaluation tools load their batches in this process (see run_in_process)
+    workers = ["--num-workers", "0"] if tool in ("generate", "interactive", "validate",
+                                                 "eval-lm") else []
+    saved, sys.argv = sys.argv, [f"fairseq-{tool}", *workers, *map(str, argv)]
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):

@@ -109,7 +109,10 @@ def generate(args: Sequence[str], log_path: Optional[str] = None) -> Generated:
                                                       *[m.max_positions() for m in models]),
             ignore_invalid_inputs=cfg.dataset.skip_invalid_size_inputs_valid_test,
             required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
-            seed=cfg.common.seed, num_workers=cfg.dataset.num_workers,
+            # batches load in this process: fairseq keeps a DataLoader worker alive between
+            # epochs (persistent_workers), and releasing it when this call returns waits out
+            # PyTorch's 5 s status interval, longer than a tiny test set takes to decode
+            seed=cfg.common.seed, num_workers=0,
             data_buffer_size=cfg.dataset.data_buffer_size).next_epoch_itr(shuffle=False)
         generator = task.build_generator(models, cfg.generation)
         strip = get_symbols_to_strip_from_output(generator)
@@ -143,7 +146,9 @@ def eval_lm(args: Sequence[str], log_path: Optional[str] = None) -> Dict[str, fl
     from fairseq import options
     from fairseq_cli.eval_lm import main
 
-    parsed = _parse(options.get_eval_lm_parser(), [*args, "--no-progress-bar"])
+    # no DataLoader worker in this process (see generate)
+    parsed = _parse(options.get_eval_lm_parser(),
+                    ["--num-workers", "0", *args, "--no-progress-bar"])
     with fairseq_logs(log_path):
         results = main(parsed)
     return {"loss_base2": float(results["loss"]), "perplexity": float(results["perplexity"])}
