@@ -1,3 +1,4 @@
+import gc
 import os
 import shutil
 import sys
@@ -17,6 +18,10 @@ sys.path.insert(0, ROOT)
 
 import memsizer_fairseq  # noqa: E402,F401  (imports fairseq quietly, before any test module does)
 from fairseq_helpers import TOY_MODEL, TOY_TRAIN  # noqa: E402
+
+# what the imports made lives as long as the worker: out of the way of the garbage collector's
+# full passes (each walked the whole import-time heap, about 0.2 s)
+gc.freeze()
 
 
 # The slowest modules, slowest first (measured with --durations): pytest-xdist's --dist loadfile
@@ -65,26 +70,45 @@ def fla_kernels(monkeypatch):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def built_once(tmp_path_factory, worker_id, name, build):
+    """``build(folder)`` run once for the whole test session, whichever pytest-xdist worker
+    asks first (the others wait for it and reuse the folder); the folder."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    base = base if worker_id == "master" else base.parent  # shared by the workers
+    folder = base / name
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    """A Memsizer translation model trained on the toy task: (data-bin, save dir, root)."""
+def trained(tmp_path_factory, worker_id):
+    """A Memsizer translation model trained on the toy task (once for all workers): (data-bin,
+    save dir, root). Tests that train on from it copy it first."""
     from memsizer_fairseq.tools.toolkit import fairseq_cli
     from memsizer_fairseq.tools.toolkit.toy_data import write_toy_translation
 
-    root = tmp_path_factory.mktemp("cli")
-    prefixes = write_toy_translation(
-        str(root / "raw"), {"train": 4000, "valid": 100, "test": 100}, seed=5
-    )
-    data = str(root / "bin")
-    fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
-    save_dir = str(root / "ckpt")
-    fairseq_cli.run_fairseq(
-        "train",
-        [data, "--user-dir", fairseq_cli.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update", "350",
-         "--save-dir", save_dir],
-        str(root / "train.log"),
-    )
-    return data, save_dir, root
+    def build(root):
+        prefixes = write_toy_translation(
+            str(root / "raw"), {"train": 4000, "valid": 100, "test": 100}, seed=5
+        )
+        data = str(root / "bin")
+        fairseq_cli.preprocess(data, prefixes["train"], prefixes["valid"], prefixes["test"])
+        fairseq_cli.run_fairseq(
+            "train",
+            [data, "--user-dir", fairseq_cli.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update",
+             "350", "--save-dir", str(root / "ckpt")],
+            str(root / "train.log"),
+        )
+
+    root = built_once(tmp_path_factory, worker_id, "cli", build)
+    return str(root / "bin"), str(root / "ckpt"), root
 
 
 @pytest.fixture(scope="session")

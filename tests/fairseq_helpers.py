@@ -4,6 +4,7 @@ reliability tests)."""
 import contextlib
 import importlib
 import io
+import logging
 import os
 import re
 import subprocess
@@ -62,13 +63,27 @@ def build_translation_model(data_dir, arch, extra=()):
     return model, task, args, cfg
 
 
-def run_in_process(tool: str, args, stdin: str = None) -> str:
-    """fairseq-generate / -interactive in this process (no interpreter start-up): their
-    standard output. Errors propagate as exceptions."""
-    import contextlib
-    import io
-    import sys
+@contextlib.contextmanager
+def _captured_logs(enabled: bool):
+    """fairseq's log lines (what the command prints on stderr) into a buffer, when enabled."""
+    buffer = io.StringIO()
+    if not enabled:
+        yield buffer
+        return
+    root, handler = logging.getLogger(), logging.StreamHandler(buffer)
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield buffer
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
+
+def run_in_process(tool: str, args, stdin: str = None, logs: bool = False) -> str:
+    """fairseq-generate / -interactive in this process (no interpreter start-up): their
+    standard output, then (``logs``) their log lines. Errors propagate as exceptions."""
     from fairseq_cli import generate, interactive
 
     parser = options.get_generation_parser(interactive=tool == "interactive")
@@ -81,11 +96,11 @@ def run_in_process(tool: str, args, stdin: str = None) -> str:
     try:
         if stdin is not None:
             sys.stdin = io.StringIO(stdin)
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), _captured_logs(logs) as log:
             main(convert_namespace_to_omegaconf(parsed))
     finally:
         sys.stdin = previous_stdin
-    return out.getvalue()
+    return out.getvalue() + log.getvalue()
 
 
 # Child processes: one OpenMP thread (two threads slow torch down 50x on a busy 2-core machine).
@@ -111,8 +126,9 @@ def child_env(extra=None):
     return env
 
 
-def run_cli_in_process(tool, argv):
-    """``fairseq-<tool> ARGV`` in this process (its ``cli_main``); returns what it printed."""
+def run_cli_in_process(tool, argv, logs=False):
+    """``fairseq-<tool> ARGV`` in this process (its ``cli_main``); returns what it printed,
+    then (``logs``) its log lines."""
     module = importlib.import_module(f"fairseq_cli.{tool.replace('-', '_')}")
     # the evaluation tools load their batches in this process (see run_in_process)
     workers = ["--num-workers", "0"] if tool in ("generate", "interactive", "validate",
@@ -120,11 +136,11 @@ def run_cli_in_process(tool, argv):
     saved, sys.argv = sys.argv, [f"fairseq-{tool}", *workers, *map(str, argv)]
     out = io.StringIO()
     try:
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), _captured_logs(logs) as log:
             module.cli_main()
     finally:
         sys.argv = saved
-    return out.getvalue()
+    return out.getvalue() + log.getvalue()
 
 
 def write_translation_data(root, sizes=None, edit=None):

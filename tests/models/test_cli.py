@@ -1,12 +1,16 @@
-"""fairseq's own command-line tools, end to end, with --user-dir: the model must learn."""
+"""fairseq's own command-line tools, end to end, with --user-dir: the model must learn. The
+training, its resumption and one generation run as the commands a user types; the other
+generation options run the same ``main`` in this process."""
 import os
+import shutil
 
 import pytest
 
 from memsizer_fairseq.tools.toolkit import fairseq_cli
 from memsizer_fairseq.tools.benchmark.alignment import accuracy
 from memsizer_fairseq.tools.toolkit.toy_data import read_alignments
-from fairseq_helpers import TOY_MODEL, TOY_TRAIN, generate_command, hard_alignments, run_in_process
+from fairseq_helpers import (TOY_MODEL, TOY_TRAIN, generate_command, hard_alignments,
+                             run_cli_in_process, run_in_process)
 from memsizer_fairseq import compat
 
 BLEU_FLOOR = 40.0
@@ -44,7 +48,7 @@ def test_generate_options(trained, extra, expect):
     args = [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
             os.path.join(save_dir, "checkpoint_best.pt"), "--beam", "4", "--cpu",
             "--batch-size", "32", *extra]
-    output = fairseq_cli.run_fairseq("generate", args)
+    output = run_in_process("generate", args, logs=True)
     assert expect in output
     hypotheses = [line for line in output.splitlines() if line.startswith("H-")]
     nbest = int(extra[extra.index("--nbest") + 1]) if "--nbest" in extra else 1
@@ -54,7 +58,7 @@ def test_generate_options(trained, extra, expect):
 def test_interactive_translates_stdin(trained):
     data, save_dir, root = trained
     source = open(str(root / "raw" / "test.src")).read().splitlines()[:3]
-    output = fairseq_cli.run_fairseq(
+    output = run_in_process(
         "interactive",
         [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
          os.path.join(save_dir, "checkpoint_best.pt"), "--beam", "4", "--cpu",
@@ -67,23 +71,24 @@ def test_interactive_translates_stdin(trained):
 
 def test_validate_reports_a_low_loss(trained):
     data, save_dir, _ = trained
-    output = fairseq_cli.run_fairseq(
+    output = run_cli_in_process(
         "validate",
         [data, "--user-dir", fairseq_cli.USER_DIR, "--path",
          os.path.join(save_dir, "checkpoint_best.pt"), "--cpu", "--task", "translation",
-         "--criterion", "label_smoothed_cross_entropy", "--max-tokens", "4096"],
+         "--criterion", "label_smoothed_cross_entropy", "--max-tokens", "4096"], logs=True,
     )
     nll = float(output.split("| nll_loss ")[1].split()[0])
     assert nll < 1.5, output[-1000:]
 
 
-def test_training_resumes_from_its_last_checkpoint(trained):
-    data, save_dir, root = trained
+def test_training_resumes_from_its_last_checkpoint(trained, tmp_path):
+    data, save_dir, _ = trained
+    resumed = shutil.copytree(save_dir, tmp_path / "ckpt")  # the shared model stays as it is
     output = fairseq_cli.run_fairseq(
         "train",
         [data, "--user-dir", fairseq_cli.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update", "360",
-         "--save-dir", save_dir],
-        str(root / "resume.log"),
+         "--save-dir", resumed],
+        str(tmp_path / "resume.log"),
     )
     assert "Loaded checkpoint" in output and "num_updates 360" in output.replace("=", " ")
 

@@ -20,6 +20,7 @@ from memsizer_fairseq.ops.causal import (
 )
 from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, run_fairseq
 from builders import make_dictionary, make_lm, random_tokens
+from fairseq_helpers import run_in_process
 from reference import reference_attention
 
 TOL = dict(rtol=1e-8, atol=1e-8)
@@ -448,10 +449,10 @@ def test_train_then_eval_lm_learns(trained_lm, context_window):
 )
 def test_interactive_continues_a_prompt(trained_lm, flags):
     data, checkpoint = trained_lm
-    out = run_fairseq("interactive", [
+    out = run_in_process("interactive", [
         data, "--user-dir", USER_DIR, "--task", "language_modeling", "--path", checkpoint,
         "--cpu", "--max-len-b", "6", *flags,
-    ], stdin="w3 w4 w5\nw17 w18\n", env={"OMP_NUM_THREADS": "1"})
+    ], stdin="w3 w4 w5\nw17 w18\n")
     hyps = {}
     for line in out.splitlines():
         if line.startswith("H-"):

@@ -30,6 +30,7 @@ timed steps (after the warm-up steps) of all rounds.
         --dim 1024 --layers 4 --heads 16 --lengths 1024,2048,4096,8192,16384
 """
 import argparse
+import gc
 import json
 import logging
 import multiprocessing
@@ -203,6 +204,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
     import torch._dynamo  # noqa: F401  (torch.optim imports it on first use: seconds per child)
+
+    gc.freeze()  # the children's full collections (measure.reset_peak) skip what imports left
 
     cfg = vars(args)
     plan = [(length, kind) for length in args.lengths for kind in args.kinds
