@@ -128,10 +128,10 @@ def toy_checkpoints(trained):
     # fairseq-generate --lm-path loads the LM's dictionary from the data directory: dict.txt
     shutil.copy(os.path.join(data, "dict.tgt.txt"), os.path.join(data, "dict.txt"))
     lm_data = str(root / "lm-bin")
-    fairseq_cli.run_fairseq("preprocess", [
+    fairseq_cli.binarize([  # fairseq-preprocess in this process
         "--only-source", "--trainpref", root / "raw" / "train.tgt", "--validpref",
         root / "raw" / "valid.tgt", "--srcdict", os.path.join(data, "dict.tgt.txt"),
-        "--destdir", lm_data, "--workers", "1"])
+        "--workers", "1"], lm_data)
     lm = str(root / "lm")
     fairseq_cli.run_fairseq("train", [
         lm_data, "--user-dir", fairseq_cli.USER_DIR, "--task", "language_modeling",

@@ -18,7 +18,7 @@ from memsizer_fairseq.ops.causal import (
     chunk_causal_read,
     quadratic_causal_read,
 )
-from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, run_fairseq
+from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, binarize, run_fairseq
 from builders import make_dictionary, make_lm, random_tokens
 from fairseq_helpers import run_in_process
 from reference import reference_attention
@@ -405,10 +405,10 @@ def trained_lm(tmp_path_factory):
     for split, size in (("train", 1500), ("valid", 100), ("test", 100)):
         (root / f"{split}.txt").write_text("\n".join(_line(rng) for _ in range(size)) + "\n")
     data = str(root / "bin")
-    run_fairseq("preprocess", [
+    binarize([  # fairseq-preprocess in this process
         "--only-source", "--trainpref", root / "train.txt", "--validpref", root / "valid.txt",
-        "--testpref", root / "test.txt", "--destdir", data, "--workers", "1",
-    ])
+        "--testpref", root / "test.txt", "--workers", "1",
+    ], data)
     save = str(root / "ckpt")
     run_fairseq("train", [
         data, "--user-dir", USER_DIR, "--task", "language_modeling", "--arch", "memsizer_lm",

@@ -31,7 +31,7 @@ def data(tmp_path_factory):
                             out=open(os.devnull, "w"))
     runner.step_raw()
     runner.step_spm()
-    runner.fairseq("preprocess", runner.preprocess_args(), "preprocess.log")
+    runner.step_preprocess()
     return runner
 
 
