@@ -30,17 +30,18 @@ gc.freeze()
 SLOWEST_FIRST = (
     "tools/compare/test_compare.py",
     "tools/recipes/test_recipes.py",
-    "models/test_cli.py",
     "models/test_generation_matrix.py",
-    "tools/benchmark/test_benchmark.py",
-    "models/test_lm.py",
-    "test_packaging.py",
-    "tasks/test_summarization.py",
     "models/test_export.py",
-    "compat/test_distributed.py",
-    "compat/test_stock_equality.py",
+    "test_packaging.py",
+    "models/test_lm.py",
+    "tools/benchmark/test_benchmark.py",
     "compat/test_resume.py",
     "compat/test_fairseq_export.py",
+    "tasks/test_summarization.py",
+    "compat/test_distributed.py",
+    "models/test_cli.py",
+    "compat/test_stock_equality.py",
+    "compat/test_reliability.py",
 )
 
 
