@@ -104,7 +104,7 @@ def trained(tmp_path_factory, worker_id):
         fairseq_cli.run_fairseq(
             "train",
             [data, "--user-dir", fairseq_cli.USER_DIR, *TOY_MODEL, *TOY_TRAIN, "--max-update",
-             "350", "--save-dir", str(root / "ckpt")],
+             "250", "--save-dir", str(root / "ckpt")],
             str(root / "train.log"),
         )
 

@@ -12,11 +12,11 @@ The fixes of fairseq bugs (:func:`fix_table`) patch fairseq itself, so they appl
 trained or decoded with ``--user-dir memsizer_fairseq``, the user's own ``--arch transformer``
 included. By default only the fixes of crashes are installed (a run that works computes exactly
 what it computes without the plugin); the fixes that change what a working run computes
-(its batches, a resumed run, diverse beam search's penalties) are installed when asked for. The
-environment variable ``MEMSIZER_FAIRSEQ_FIXES`` chooses (:func:`selected_fixes`): unset or
-``default``: the default fixes; ``all``: every fix; ``none``: none; or a comma-separated list of
-fix names, which may include ``default`` (``default,keep_last_batch``). One log line names the
-fixes installed and those left out.
+(its batches, a resumed run, diverse beam search's penalties, n-gram blocking) are installed
+when asked for. The environment variable ``MEMSIZER_FAIRSEQ_FIXES`` chooses
+(:func:`selected_fixes`): unset or ``default``: the default fixes; ``all``: every fix; ``none``:
+none; or a comma-separated list of fix names, which may include ``default``
+(``default,keep_last_batch``). One log line names the fixes installed and those left out.
 
 Each patch is idempotent and wraps fairseq's function (``functools.wraps``), keeping its behaviour
 where the bug does not apply. The plugin's own classes need no patch: the models explain a
@@ -71,6 +71,12 @@ def fix_table() -> Dict[str, Fix]:
             "where the batch is not in the order of the sentence ids, and chooses other words)",
             fixes.diverse_beam_search_by_position,
             ("fairseq.search:DiverseBeamSearch.__init__", "fairseq.search:DiverseBeamSearch.step")),
+        Fix("no_repeat_ngram", False,
+            "--no-repeat-ngram-size blocks repeated n-grams (fairseq's form without its CUDA "
+            "extension, the CPU's included, compares padding and blocks nothing), so beam "
+            "search chooses other words",
+            fixes.no_repeat_ngram_up_to_step,
+            ("fairseq.ngram_repeat_block:NGramRepeatBlock._no_repeat_ngram",)),
         Fix("data_buffer_exit", True,
             "a finished fairseq-train stops its data buffer thread before exiting, instead of "
             "aborting with exit 134 ('terminate called without an active exception')",

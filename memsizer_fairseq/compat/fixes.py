@@ -13,6 +13,8 @@ says which are installed by default (those that only turn a crash into a result)
    (:func:`stop_data_buffers_at_exit`).
 6. A resumed run forgets ``--patience``'s count and best score, so it stops later than the
    uninterrupted run, or never (:func:`patience_survives_resume`).
+7. ``--no-repeat-ngram-size`` blocks nothing without fairseq's CUDA extension, CPU included
+   (:func:`no_repeat_ngram_up_to_step`).
 
 Batch dropping:
 
@@ -29,11 +31,12 @@ so whenever the number of examples is not a multiple of ``--required-batch-size-
 import atexit
 import functools
 import inspect
+import math
 import queue
 import sys
 import threading
 import weakref
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -397,3 +400,36 @@ def patience_survives_resume():
     if not getattr(trainer_class.save_checkpoint, "saves_patience", False):
         trainer_class.save_checkpoint = _saving_patience(trainer_class.save_checkpoint)
         trainer_class.load_checkpoint = _restoring_patience(trainer_class.load_checkpoint)
+
+
+def _no_repeat_ngram(self, tokens, lprobs, bsz: int, beam_size: int, step: int):
+    """fairseq's ``NGramRepeatBlock._no_repeat_ngram`` on each hypothesis's tokens up to
+    ``step``: a token that would repeat an n-gram of the hypothesis gets log-probability -inf."""
+    n = self.no_repeat_ngram_size
+    banned = [torch.jit.annotate(List[int], []) for _ in range(bsz * beam_size)]
+    if step + 2 - n >= 0:
+        generated: List[List[int]] = tokens[:, : step + 1].cpu().tolist()
+        for row in range(bsz * beam_size):
+            last = generated[row][step + 2 - n:]  # the n - 1 tokens that end the hypothesis
+            for i in range(step + 2 - n):
+                if generated[row][i : i + n - 1] == last:
+                    banned[row].append(generated[row][i + n - 1])
+    for row in range(bsz * beam_size):
+        lprobs[row][torch.tensor(banned[row], dtype=torch.int64)] = \
+            torch.tensor(-math.inf).to(lprobs)
+    return lprobs
+
+
+def no_repeat_ngram_up_to_step():
+    """Patch ``fairseq.ngram_repeat_block.NGramRepeatBlock`` (idempotent).
+
+    ``SequenceGenerator`` hands the blocker its whole token buffer (``max_len + 2`` columns, pad
+    after ``step``), and the Python form (every device without the compiled CUDA extension)
+    compares the buffer's last ``n - 1`` entries, always padding, with the hypothesis's n-grams:
+    nothing is ever blocked. ``_no_repeat_ngram`` is replaced by this module's
+    :func:`_no_repeat_ngram`, which reads each hypothesis up to ``step`` (under the same name,
+    so that TorchScript compiles it as it compiles fairseq's).
+    """
+    from fairseq.ngram_repeat_block import NGramRepeatBlock
+
+    NGramRepeatBlock._no_repeat_ngram = _no_repeat_ngram

@@ -78,6 +78,29 @@ def test_diverse_beam_search_reads_each_sentence_by_its_row():
             diverse_beam_steps(torch.tensor([90, 7, 31]))
 
 
+def _banned(tokens, step, n=2):
+    """The tokens NGramRepeatBlock (its Python form) bans after ``step`` of a one-hypothesis beam
+    whose buffer is ``tokens``, padded after ``step`` as SequenceGenerator hands it over."""
+    from fairseq.ngram_repeat_block import NGramRepeatBlock
+
+    blocker = NGramRepeatBlock(n, use_extension=False)
+    lprobs = blocker(torch.tensor([tokens]), torch.zeros(1, 10), 1, 1, step)
+    return (lprobs[0] == float("-inf")).nonzero().flatten().tolist()
+
+
+def test_no_repeat_ngram_blocks_the_hypothesis_ngrams():
+    """``eos 5 6 5`` then padding: after step 3, 6 would repeat the bigram (5, 6). fairseq's
+    form compares the buffer's padding and bans nothing; fixed, it bans 6 (and 3-grams alike)."""
+    buffer = [2, 5, 6, 5, 1, 1, 1, 1]
+    with compat.fixes_installed("no_repeat_ngram"):
+        assert _banned(buffer, step=3) == [6]
+        assert _banned(buffer[:4], step=3) == [6]  # a buffer that ends at the step: the same
+        assert _banned([2, 5, 6, 7, 5, 6, 1, 1], step=5, n=3) == [7]
+        assert _banned(buffer, step=2) == []  # (6, 5) has not been seen before
+    if "no_repeat_ngram" not in compat.installed_fixes():  # fairseq's own
+        assert _banned(buffer, step=3) == []
+
+
 # Imported through the plugin, fairseq leaves the terminal and the root logger alone; then a
 # busy data buffer at exit (each batch costs torch work, as fairseq's collater does).
 QUIET_IMPORT_AND_BUSY_EXIT = """

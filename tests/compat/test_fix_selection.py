@@ -16,7 +16,7 @@ TABLE = compat.fix_table()
 NAMES = tuple(TABLE)
 CRASHES = ("replace_unk_alignment", "data_buffer_exit", "atomic_checkpoint_copies")
 RESULTS = ("keep_last_batch", "same_batches_after_resume", "diverse_beam_groups",
-           "patience_resume")
+           "no_repeat_ngram", "patience_resume")
 
 
 def current(target):
@@ -33,8 +33,8 @@ def test_only_the_fixes_of_crashes_are_on_by_default():
     ("", CRASHES), ("default", CRASHES), (" Default ", CRASHES), ("all", NAMES), ("none", ()),
     ("patience_resume, keep_last_batch", ("keep_last_batch", "patience_resume")),
     ("default,keep_last_batch", ("keep_last_batch", *CRASHES)),
-    ("default,keep_last_batch,same_batches_after_resume,diverse_beam_groups,patience_resume",
-     NAMES),
+    ("default,keep_last_batch,same_batches_after_resume,diverse_beam_groups,no_repeat_ngram,"
+     "patience_resume", NAMES),
 ])
 def test_the_variable_chooses_the_fixes(value, want):
     assert compat.selected_fixes(value) == tuple(name for name in NAMES if name in want)

@@ -3,7 +3,8 @@
 validates and generates exactly as without ``--user-dir memsizer_fairseq``: the same JSON log
 records, bitwise the same checkpoints, the same fairseq-generate output. The fixes that would
 change it (``keep_last_batch``, ``same_batches_after_resume``, ``patience_resume``,
-``diverse_beam_groups``) are off by default; turned on, the same runs differ.
+``diverse_beam_groups``, ``no_repeat_ngram``) are off by default; turned on, the same runs
+differ.
 
 Each side is one new interpreter that runs fairseq-train, the resumed fairseq-train and
 fairseq-generate in turn (``stock_driver.py``); the side without the plugin loads fairseq's
@@ -130,7 +131,7 @@ def test_the_plugin_with_nothing_set_changes_no_result(sides):
     stock, plugin = sides["stock"], sides["plugin"]
     assert "fairseq fixes installed: replace_unk_alignment, data_buffer_exit, " \
            "atomic_checkpoint_copies; not installed: keep_last_batch, same_batches_after_resume, " \
-           "diverse_beam_groups, patience_resume" in plugin.output
+           "diverse_beam_groups, no_repeat_ngram, patience_resume" in plugin.output
     assert plugin.records == stock.records
     assert plugin.generated == stock.generated
     assert_same_tensors(plugin.checkpoint["model"], stock.checkpoint["model"], "model")

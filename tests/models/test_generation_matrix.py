@@ -72,8 +72,10 @@ ROWS = {
 }
 
 
-# rows that need a fairseq fix turned on (MEMSIZER_FAIRSEQ_FIXES; fairseq's own crashes)
-FIXES = {"--diverse-beam-groups": "diverse_beam_groups"}
+# rows that need a fairseq fix turned on (MEMSIZER_FAIRSEQ_FIXES): fairseq's own crashes, or
+# blocks nothing
+FIXES = {"--diverse-beam-groups": "diverse_beam_groups",
+         "--no-repeat-ngram-size": "no_repeat_ngram"}
 
 
 @pytest.mark.parametrize("row", list(ROWS))

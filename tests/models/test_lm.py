@@ -20,7 +20,7 @@ from memsizer_fairseq.ops.causal import (
 )
 from memsizer_fairseq.tools.toolkit.fairseq_cli import USER_DIR, binarize, run_fairseq
 from builders import make_dictionary, make_lm, random_tokens
-from fairseq_helpers import run_in_process
+from fairseq_helpers import run_cli_in_process, run_in_process
 from reference import reference_attention
 
 TOL = dict(rtol=1e-8, atol=1e-8)
@@ -430,10 +430,10 @@ _PPL = re.compile(r"Perplexity: ([\d.]+)")
 def test_train_then_eval_lm_learns(trained_lm, context_window):
     data, checkpoint = trained_lm
     extra = [] if context_window is None else ["--context-window", str(context_window)]
-    out = run_fairseq("eval-lm", [
+    out = run_cli_in_process("eval-lm", [  # its cli_main, as the command runs it
         data, "--user-dir", USER_DIR, "--path", checkpoint, "--gen-subset", "test",
         "--tokens-per-sample", "64", "--max-tokens", "2048", "--cpu", *extra,
-    ], env={"OMP_NUM_THREADS": "1"})
+    ], logs=True)
     perplexity = float(_PPL.findall(out)[-1])
     # Uniform guessing over the 20 words and </s> gives 21; the first word of each line is
     # random (1 in 20) and the line lengths too, everything else follows: about 2 once learned.
