@@ -71,13 +71,14 @@ def fla_kernels(monkeypatch):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def built_once(tmp_path_factory, worker_id, name, build):
+def built_once(tmp_path_factory, name, build):
     """``build(folder)`` run once for the whole test session, whichever pytest-xdist worker
     asks first (the others wait for it and reuse the folder); the folder."""
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()
-    base = base if worker_id == "master" else base.parent  # shared by the workers
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker: the workers' common folder
+        base = base.parent
     folder = base / name
     with FileLock(str(folder) + ".lock"):
         if not (folder / ".built").exists():
@@ -89,7 +90,7 @@ def built_once(tmp_path_factory, worker_id, name, build):
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory, worker_id):
+def trained(tmp_path_factory):
     """A Memsizer translation model trained on the toy task (once for all workers): (data-bin,
     save dir, root). Tests that train on from it copy it first."""
     from memsizer_fairseq.tools.toolkit import fairseq_cli
@@ -108,7 +109,7 @@ def trained(tmp_path_factory, worker_id):
             str(root / "train.log"),
         )
 
-    root = built_once(tmp_path_factory, worker_id, "cli", build)
+    root = built_once(tmp_path_factory, "cli", build)
     return str(root / "bin"), str(root / "ckpt"), root
 
 
