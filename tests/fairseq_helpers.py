@@ -64,21 +64,23 @@ def build_translation_model(data_dir, arch, extra=()):
 
 
 @contextlib.contextmanager
-def _captured_logs(enabled: bool):
-    """fairseq's log lines (what the command prints on stderr) into a buffer, when enabled."""
-    buffer = io.StringIO()
-    if not enabled:
-        yield buffer
-        return
-    root, handler = logging.getLogger(), logging.StreamHandler(buffer)
-    level = root.level
+def fairseq_log():
+    """fairseq's log lines (INFO and up; what a command prints on stderr) of what runs in the
+    block, as text."""
+    root, stream = logging.getLogger(), io.StringIO()
+    handler, level = logging.StreamHandler(stream), root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        yield buffer
+        yield stream
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
+
+
+def _captured_logs(enabled: bool):
+    """:func:`fairseq_log` when enabled; otherwise an empty buffer."""
+    return fairseq_log() if enabled else contextlib.nullcontext(io.StringIO())
 
 
 def run_in_process(tool: str, args, stdin: str = None, logs: bool = False) -> str:

@@ -7,9 +7,6 @@ Invalid Memsizer flag values (``--causal-proj-dim 0`` ...) and heads that do not
 are tested in ``test_model.py`` and ``test_lm.py``.
 """
 import argparse
-import contextlib
-import io
-import logging
 import os
 import pickle
 import re
@@ -28,6 +25,7 @@ from fairseq_helpers import (
     TINY_MT,
     TINY_TRAIN,
     child_env,
+    fairseq_log,
     run_cli_in_process,
     train_args,
     write_translation_data,
@@ -51,20 +49,6 @@ def _edit(split, src, tgt):
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_translation_data(str(tmp_path_factory.mktemp("reliability")), edit=_edit)
-
-
-@contextlib.contextmanager
-def fairseq_log():
-    """fairseq's log lines (INFO and up) of what runs in the block, as text."""
-    root, stream = logging.getLogger(), io.StringIO()
-    handler, level = logging.StreamHandler(stream), root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
