@@ -96,13 +96,13 @@ class Runner:
         """The test set's scores, one line (the command printed first, as it would run), with
         every test item kept (``keep_last_batch``) and, where the flags ask for it, n-gram
         blocking that blocks (``no_repeat_ngram``)."""
-        task = self.recipe.task
+        task, args = self.recipe.task, self.evaluate_args()
         fixes = ("keep_last_batch",) + (
-            ("no_repeat_ngram",) if "--no-repeat-ngram-size" in self.evaluate_args() else ())
+            ("no_repeat_ngram",) if "--no-repeat-ngram-size" in args else ())
         self.say(f"$ {ENVIRONMENT_VARIABLE}={','.join(fixes)} " + shlex.join(
-            [f"fairseq-{task.evaluator.tool}", *self.evaluate_args()]))
+            [f"fairseq-{task.evaluator.tool}", *args]))
         with fixes_on(fixes):
-            scores, _ = task.evaluator.run(self.evaluate_args(),
+            scores, _ = task.evaluator.run(args,
                                            os.path.join(self.work_dir, "logs", "evaluate.log"))
         return "test: " + ", ".join(f"{m.label} = {scores[m.key]:.2f}" for m in task.quality)
 

@@ -67,9 +67,13 @@ def fairseq_logs(log_path: Optional[str]):
 
 
 def _parse(parser, args: Sequence[str]):
+    """``args`` parsed as the command would parse them, with batches loaded in this process:
+    fairseq keeps a DataLoader worker alive between epochs (persistent_workers), and releasing it
+    when an in-process run returns waits out PyTorch's 5 s status interval, longer than a tiny
+    test set takes to decode. A caller's ``--num-workers`` comes later and wins."""
     from fairseq import options
 
-    return options.parse_args_and_arch(parser, [str(a) for a in args])
+    return options.parse_args_and_arch(parser, ["--num-workers", "0", *map(str, args)])
 
 
 @torch.no_grad()
@@ -109,10 +113,7 @@ def generate(args: Sequence[str], log_path: Optional[str] = None) -> Generated:
                                                       *[m.max_positions() for m in models]),
             ignore_invalid_inputs=cfg.dataset.skip_invalid_size_inputs_valid_test,
             required_batch_size_multiple=cfg.dataset.required_batch_size_multiple,
-            # batches load in this process: fairseq keeps a DataLoader worker alive between
-            # epochs (persistent_workers), and releasing it when this call returns waits out
-            # PyTorch's 5 s status interval, longer than a tiny test set takes to decode
-            seed=cfg.common.seed, num_workers=0,
+            seed=cfg.common.seed, num_workers=cfg.dataset.num_workers,
             data_buffer_size=cfg.dataset.data_buffer_size).next_epoch_itr(shuffle=False)
         generator = task.build_generator(models, cfg.generation)
         strip = get_symbols_to_strip_from_output(generator)
@@ -146,9 +147,7 @@ def eval_lm(args: Sequence[str], log_path: Optional[str] = None) -> Dict[str, fl
     from fairseq import options
     from fairseq_cli.eval_lm import main
 
-    # no DataLoader worker in this process (see generate)
-    parsed = _parse(options.get_eval_lm_parser(),
-                    ["--num-workers", "0", *args, "--no-progress-bar"])
+    parsed = _parse(options.get_eval_lm_parser(), [*args, "--no-progress-bar"])
     with fairseq_logs(log_path):
         results = main(parsed)
     return {"loss_base2": float(results["loss"]), "perplexity": float(results["perplexity"])}
