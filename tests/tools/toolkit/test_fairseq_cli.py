@@ -22,7 +22,7 @@ def comparable(output, save_dir):
     """The output without what differs between two equal runs: times, speeds, the save dir."""
     output = output.replace(str(save_dir), "SAVE_DIR")
     output = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", "TIME", output)
-    output = re.sub(r"\b(wps|ups|wall|gb_free)( |=)[\d.]+", r"\1 X", output)
+    output = re.sub(r"\b(wps|ups|train_wall|wall|gb_free)( |=)[\d.]+", r"\1 X", output)
     output = re.sub(r"(took|in) [\d.]+ seconds", r"\1 X seconds", output)
     return output.splitlines()
 
