@@ -149,7 +149,7 @@ def run_fairseq(
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     lines: List[str] = []
-    proc = _start(command, dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+    proc = _start(command, {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                   stdin is not None)
     _RUNNING.add(proc)
     try:
