@@ -6,8 +6,10 @@ so that they all exercise exactly what a user types: ``fairseq-preprocess``, ``f
 read by :mod:`.fairseq_logs`; the tools generate and score in-process (:mod:`.generation`).
 
 Each tool runs as ``python -m fairseq_cli.<tool>`` runs it (its arguments, environment, output
-and exit status its own), in a process forked from a server that has imported torch and fairseq
-once (multiprocessing's ``forkserver``): a tiny training run starts in a fraction of a second
+and exit status its own; one exception: with ``MEMSIZER_FAIRSEQ_FIXES=none`` fairseq-train's
+abort at exit, which the default ``data_buffer_exit`` fix prevents, does not happen), in a
+process forked from a server that has imported torch and fairseq once (multiprocessing's
+``forkserver``): a tiny training run starts in a fraction of a second
 instead of the 4 s that every new interpreter spends importing them. The plugin itself is not
 preloaded: each run imports it through ``--user-dir`` with its own ``MEMSIZER_FAIRSEQ_FIXES``.
 """
