@@ -171,7 +171,8 @@ def train_args(data, save_dir, *extra):
 
 def train_subprocess(args, env=None):
     """fairseq-train ARGS in a process of its own, as the tools start it; its output."""
-    return run_fairseq("train", args, env=dict(ENV, **(env or {})))
+    return run_fairseq("train", args, env=dict(ENV, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=None,
+                                               **(env or {})))
 
 
 def load_params(path):

@@ -141,18 +141,19 @@ def run_fairseq(
     args: Sequence[str],
     log_path: Optional[str] = None,
     stdin: Optional[str] = None,
-    env: Optional[Dict[str, str]] = None,
+    env: Optional[Dict[str, Optional[str]]] = None,
     on_line: Optional[Callable[[str], None]] = None,
 ) -> str:
     """Run a fairseq tool; returns its combined output, written to ``log_path`` as it appears
     (a long run can be followed with ``tail``); ``on_line`` (when given) sees every output line,
-    e.g. to drive a progress bar. A failure raises :class:`FairseqCommandError`."""
+    e.g. to drive a progress bar; ``env`` adds to this process's environment (a value of None
+    removes the variable). A failure raises :class:`FairseqCommandError`."""
     command = fairseq_command(tool, args)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     if log_path:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     lines: List[str] = []
-    proc = _start(command, {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                  stdin is not None)
+    proc = _start(command, {k: v for k, v in env.items() if v is not None}, stdin is not None)
     _RUNNING.add(proc)
     try:
         if stdin is not None:  # written beside the reading: neither side waits on a full pipe

@@ -44,13 +44,16 @@ def test_a_forked_run_equals_a_new_interpreters(trained, tmp_path):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
-def test_each_run_has_its_own_environment(trained, tmp_path):
+def test_each_run_has_its_own_environment(trained, tmp_path, monkeypatch):
     """The plugin is imported by each run through --user-dir, with the fixes its own
-    MEMSIZER_FAIRSEQ_FIXES asks for; this process keeps its own."""
+    MEMSIZER_FAIRSEQ_FIXES asks for (None: the variable removed, the default fixes); this
+    process keeps its own."""
     data, *_ = trained
+    monkeypatch.setenv(compat.ENVIRONMENT_VARIABLE, "none")
     before = compat.installed_fixes(), dict(os.environ)
-    for value, expected in [("all", ", ".join(compat.fix_table())), ("none", "none")]:
-        output = fairseq_cli.run_fairseq("train", train_args(data, tmp_path / value, 1),
+    for value, expected in [("all", ", ".join(compat.fix_table())), ("none", "none"),
+                            (None, ", ".join(compat.selected_fixes("default")))]:
+        output = fairseq_cli.run_fairseq("train", train_args(data, tmp_path / str(value), 1),
                                          env={compat.ENVIRONMENT_VARIABLE: value})
         assert f"fairseq fixes installed: {expected};" in output
     assert (compat.installed_fixes(), dict(os.environ)) == before
