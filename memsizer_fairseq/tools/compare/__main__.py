@@ -8,14 +8,9 @@
 
 For each task and budget (``WORK_DIR/<budget>/<task>``): sentencepiece, fairseq-preprocess, then a
 Transformer and a Memsizer model of the same size trained for the same updates with the same
-seed (side by side, the cores split between them), once per ``--seeds`` seed; test-set quality
-(sacreBLEU / ROUGE-1/2/L / perplexity), output length, generation speed and decoding-state size.
-``--frontier`` also trains other Memsizer configurations (more slots, softmax cross-attention).
-``--uptrain`` also converts each trained Transformer with the uptrain command (one run per
-``--uptrain-configs`` configuration) and fine-tunes it. ``--distill`` also trains the Memsizer
-configurations on the Transformer's translations of the training split. Every run gets the
-fairseq fixes of ``settings.FIXES`` (``MEMSIZER_FAIRSEQ_FIXES``). Writes ``WORK_DIR/report.md``
-and its plots. Stop it at any time (Ctrl-C); the same command resumes where it stopped.
+seed (side by side, the cores split between them), once per ``--seeds`` seed, and measured on
+the test set (``runner.py``); the other configurations as the flags below ask. Writes
+``WORK_DIR/report.md`` and its plots. Stop it at any time (Ctrl-C); the same command resumes.
 """
 import argparse
 import json

@@ -14,16 +14,15 @@ from .settings import TaskSettings
 
 
 def check_raw_dir(task: TaskSettings, raw_dir: str) -> Dict[str, int]:
-    """Refuse a raw directory that lacks a file, or holds unusable text (see corpus_checks);
-    returns each file's line count."""
+    """Refuse a raw directory that lacks a file, or holds unusable text; each file's lines."""
     return task.task.layout.check(raw_dir, f"{task.name}: the raw data directory")
 
 
 def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: int,
                         valid_lines: Optional[int], hard_vocab_limit: bool = True,
                         workers: int = 1) -> str:
-    """Learn one sentencepiece BPE model on the training text (source and target together) and
-    write the pieces of every split to ``spm_dir``; returns the model's path."""
+    """One sentencepiece BPE model of the training text (both sides); the pieces of every split
+    in ``spm_dir``; returns the model's path."""
     return task.task.layout.encode(
         raw_dir, spm_dir, sentencepiece.bpe_options(vocab, hard_vocab_limit=hard_vocab_limit,
                                                      workers=workers,
@@ -32,8 +31,7 @@ def learn_and_apply_spm(task: TaskSettings, raw_dir: str, spm_dir: str, vocab: i
 
 
 def binarize(task: TaskSettings, spm_dir: str, data_bin: str, workers: int = 1) -> str:
-    """fairseq-preprocess the pieces in ``spm_dir`` into ``data_bin``, written under a temporary
-    name and renamed when complete: ``data_bin`` is either absent or whole."""
+    """fairseq-preprocess ``spm_dir`` into ``data_bin`` (either absent or whole)."""
     args = merge_args(task.task.layout.preprocess_args(spm_dir), {"--workers": workers})
     return fairseq_cli.binarize(render_args(args), data_bin)
 
@@ -53,14 +51,9 @@ def binarize_distilled(task: TaskSettings, pieces: str, spm_dir: str, data_bin: 
 
 def corpus_stats(task: TaskSettings, spm_dir: str) -> Dict[str, int]:
     """Lines and sentencepiece tokens per split (source side for pairs), for the report."""
-    stats = {}
-    layout = task.task.layout
+    stats, layout = {}, task.task.layout
     for split in SPLITS:
-        lines = tokens = 0
         with open(layout.file(spm_dir, split, layout.sides[0]), encoding="utf-8") as f:
-            for line in f:
-                lines += 1
-                tokens += len(line.split())
-        stats[f"{split}_lines"] = lines
-        stats[f"{split}_tokens"] = tokens
+            tokens = [len(line.split()) for line in f]
+        stats.update({f"{split}_lines": len(tokens), f"{split}_tokens": sum(tokens)})
     return stats

@@ -17,8 +17,6 @@ from .settings import TaskSettings
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Where and how a comparison measures: its task, budget, threads and device."""
-
     task: TaskSettings
     budget: str
     threads: int
@@ -48,17 +46,14 @@ class Evaluation:
         from .lm_timing import PROMPT_TOKENS
         from .state_size import SENTENCES, decoding_state
 
-        if self.task.task.paired:
-            return decoding_state(checkpoint, data_bin, sentences=SENTENCES,
-                                  threads=self.threads, device=self.device)
         budget = self.task.budgets[self.budget]
-        return decoding_state(checkpoint, data_bin,
-                              target_tokens=PROMPT_TOKENS + budget.timing_new_tokens,
-                              sentences=budget.timing_prompts, threads=self.threads,
-                              device=self.device)
+        at = (dict(sentences=SENTENCES) if self.task.task.paired
+              else dict(target_tokens=PROMPT_TOKENS + budget.timing_new_tokens,
+                        sentences=budget.timing_prompts))
+        return decoding_state(checkpoint, data_bin, threads=self.threads, device=self.device, **at)
 
     def generation_timing(self, checkpoints: Dict[str, str], data_bin: str) -> Dict:
-        """Greedy generation of the language models, taking turns (name -> checkpoint)."""
+        """Greedy generation of the language models (name -> checkpoint), taking turns."""
         from .lm_timing import time_generation
 
         budget = self.task.budgets[self.budget]

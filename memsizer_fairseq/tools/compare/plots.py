@@ -1,9 +1,11 @@
 """The comparison report's plots: training curves and the efficiency-accuracy frontier."""
-from typing import Dict, List, Optional
+import os
+from typing import Dict, Optional
 
 from .run_state import parse_step
 from .settings import TASKS
-from .tables import model_label, valid_metric
+from .tables import model_label
+
 
 def _bytes(value: float, _position=None) -> str:
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -24,13 +26,18 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: str) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_curves(name: str, state: Dict, path: str) -> Optional[str]:
     """The training curves of a comparison's trained runs (None before any)."""
-    runs = {}
-    for stage, summary in state["stages"].items():
-        kind, config, seed = parse_step(stage)
-        if kind == "train":
-            runs[f"{model_label(config)}, seed {seed}"] = summary
+    runs = {f"{model_label(config)}, seed {seed}": summary
+            for stage, summary in state["stages"].items()
+            for kind, config, seed in [parse_step(stage)] if kind == "train"}
     return plot_run_curves(name, runs, path) if runs else None
 
 
@@ -38,7 +45,7 @@ def plot_run_curves(name: str, runs: Dict[str, Dict], path: str) -> str:
     """Training loss and validation score against updates, one line per run (label -> its
     ``train_inner`` and ``valid`` records)."""
     plt = _pyplot()
-    key, label, _ = valid_metric(name)
+    key, label = TASKS[name].task.valid.key, TASKS[name].task.valid.label
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for run, summary in runs.items():
         train = summary["train_inner"]
@@ -53,23 +60,7 @@ def plot_run_curves(name: str, runs: Dict[str, Dict], path: str) -> str:
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
-
-
-def _log_bytes_axis(axis, sizes: List[float]):
-    """A log x axis in bytes, ticked at 1, 2 and 5 times powers of ten and padded so that a
-    tick falls in even a narrow range of sizes."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.set_xscale("log")
-    axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.xaxis.set_major_formatter(FuncFormatter(_bytes))
-    axis.xaxis.set_minor_formatter(NullFormatter())
-    if sizes:
-        axis.set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+    return _save(plt, figure, path)
 
 
 def plot_frontier(task: str, points, path: str) -> Optional[str]:
@@ -78,12 +69,11 @@ def plot_frontier(task: str, points, path: str) -> Optional[str]:
     the Transformer drawn as a star."""
     if points.empty:
         return None
-    import os
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     plt = _pyplot()
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     headline = TASKS[task].task.headline_measure()
-    higher = headline.higher_is_better
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     panels = ((axes[0], "sentences_per_second", "generation sentences/s", "speed"),
               (axes[1], "state_bytes", "decoding state, bytes per sentence", "state size"))
@@ -100,12 +90,17 @@ def plot_frontier(task: str, points, path: str) -> Optional[str]:
                                   fontsize=8, xytext=(5, 5 if number % 2 == 0 else -12))
             label.set_in_layout(False)
         axis.margins(x=0.12, y=0.08)
-        better = "higher" if higher else "lower"
+        better = "higher" if headline.higher_is_better else "lower"
         axis.set(xlabel=xlabel, ylabel=f"{headline.label} ({better} is better)",
                  title=f"{task}: {headline.label} against {title}")
         axis.grid(alpha=0.3)
-    _log_bytes_axis(axes[1], [v for v in points["state_bytes"] if v == v and v])
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    # state sizes on a log axis in bytes, ticked at 1, 2 and 5 times powers of ten and padded
+    # so that a tick falls in even a narrow range of sizes
+    axes[1].set_xscale("log")
+    axes[1].xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes[1].xaxis.set_major_formatter(FuncFormatter(_bytes))
+    axes[1].xaxis.set_minor_formatter(NullFormatter())
+    sizes = [v for v in points["state_bytes"] if v == v and v]
+    if sizes:
+        axes[1].set_xlim(min(sizes) / 1.6, max(sizes) * 1.6)
+    return _save(plt, figure, path)

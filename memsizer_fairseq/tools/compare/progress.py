@@ -13,13 +13,14 @@ from typing import Dict, List, Optional
 
 from ..toolkit import fairseq_logs
 from .plots import plot_run_curves
-from .tables import model_label, run_order, valid_metric
+from .settings import TASKS
+from .tables import model_label, run_order, table
 
 
 def run_progress(log_path: str, task: str, finished: Optional[Dict] = None) -> Dict:
     """One training run's progress from its log; ``finished``: its step's summary in
     ``state.json`` (None while it trains or is paused)."""
-    key, _, higher = valid_metric(task)
+    measure = TASKS[task].task.valid
     records = fairseq_logs.read_records(log_path)
     updates = max([int(r["num_updates"]) for r in records["train_inner"] + records["valid"]],
                   default=0)
@@ -28,10 +29,11 @@ def run_progress(log_path: str, task: str, finished: Optional[Dict] = None) -> D
              else "finished")
     progress = {"updates": updates, "valid": records["valid"],
                 "train_inner": records["train_inner"], "state": state}
-    valid = [r for r in records["valid"] if key in r]
+    valid = [r for r in records["valid"] if measure.key in r]
     if valid:
-        best = (max if higher else min)(valid, key=lambda r: r[key])
-        progress.update(best=best[key], best_at=int(best["num_updates"]), last=valid[-1][key],
+        best = (max if measure.higher_is_better else min)(valid, key=lambda r: r[measure.key])
+        progress.update(best=best[measure.key], best_at=int(best["num_updates"]),
+                        last=valid[-1][measure.key],
                         since_best=sum(1 for r in valid if r["num_updates"] > best["num_updates"]))
     return progress
 
@@ -50,17 +52,16 @@ def task_status(task: str, work_dir: str, plot_path: Optional[str] = None) -> Li
         config = os.path.basename(os.path.dirname(path))
         seed = int(os.path.basename(path)[len("train.seed"):-len(".log")])
         runs[config, seed] = run_progress(path, task, stages.get(f"train:{config}@{seed}"))
-    _, label, _ = valid_metric(task)
-    lines = [f"### {task}", "", f"| run | seed | updates | best {label} | at update | last | "
-             "validations since best | state |", "|---|---|---|---|---|---|---|---|"]
     order = sorted(runs, key=lambda run: (run_order(run[0]), run))
+    rows = []
     for config, seed in order:
         run = runs[config, seed]
         scores = ((f"{run['best']:g}", run["best_at"], f"{run['last']:g}", run["since_best"])
                   if "best" in run else ("-",) * 4)
-        lines.append("| " + " | ".join(map(str, (model_label(config), seed, run["updates"],
-                                                   *scores, run["state"]))) + " |")
-    lines.append("")
+        rows.append((model_label(config), seed, run["updates"], *scores, run["state"]))
+    lines = [f"### {task}", "", *table(
+        ("run", "seed", "updates", f"best {TASKS[task].task.valid.label}", "at update", "last",
+         "validations since best", "state"), rows), ""]
     if plot_path:
         plot_run_curves(task, {f"{model_label(c)}, seed {s}": runs[c, s] for c, s in order},
                         plot_path)

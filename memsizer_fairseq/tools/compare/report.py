@@ -7,17 +7,18 @@ import json
 import os
 import platform
 import shlex
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import pandas as pd
 
 from ..toolkit.plugin import atomic_write
-from .plots import plot_curves, plot_frontier
-from .run_state import DISTILLED, UPTRAINED, parse_step
-from .settings import BUDGETS, TASKS
 from ..toolkit.tables import markdown
-from .tables import (best_valid, means, model_label, run_flags, run_order, runs_frame,
-                     valid_metric, with_means)
+from .plots import plot_curves, plot_frontier
+from .run_state import DISTILLED, LM_TIMING, UPTRAINED, parse_step
+from .settings import BUDGETS, TASKS
+from .tables import (best_valid, means, model_label, run_flags, run_order, runs_frame, table,
+                     with_means)
 
 Key = Tuple[str, str]  # (budget, task)
 
@@ -55,92 +56,87 @@ def _target(met) -> str:
     return "" if met is None else ("yes" if met else "**no**")
 
 
-def results_lines(frames: Dict[str, pd.DataFrame]) -> List[str]:
-    """Memsizer against the Transformer, mean over seeds, each measure against its target."""
-    lines = ["| task (corpus) | measure | Transformer | Memsizer | Memsizer - Transformer | "
-             "target met |", "|---|---|---|---|---|---|"]
+def _pairs(frames: Dict[str, pd.DataFrame]):
+    """(task, frame, the Transformer's mean, Memsizer's mean) of each task that has both."""
     for task, frame in frames.items():
         mean = means(frame)
-        if not {"transformer", "memsizer"} <= set(mean.index):
-            continue
-        t, m = mean.loc["transformer"], mean.loc["memsizer"]
+        if {"transformer", "memsizer"} <= set(mean.index):
+            yield task, frame, mean.loc["transformer"], mean.loc["memsizer"]
+
+
+def results_lines(frames: Dict[str, pd.DataFrame]) -> List[str]:
+    """Memsizer against the Transformer, mean over seeds, each measure against its target."""
+    rows = []
+    for task, _, t, m in _pairs(frames):
         corpus = f"{task} ({TASKS[task].corpus})"
         for measure in TASKS[task].task.quality:
             a, b = t[measure.key], m[measure.key]
-            lines.append(f"| {corpus} | {measure.label} | {a:.2f} | {b:.2f} | "
-                         f"{measure.difference(b, a)} | {_target(measure.met(b, a))} |")
+            rows.append((corpus, measure.label, f"{a:.2f}", f"{b:.2f}", measure.difference(b, a),
+                         _target(measure.met(b, a))))
         if pd.notna(m["speed_ratio"]):
-            lines.append(f"| {corpus} | generation, sentences/s | {t['sentences_per_second']:.1f} "
-                         f"| {m['sentences_per_second']:.1f} | {m['speed_ratio']:.2f}x | "
-                         f"{_target(m['speed_ratio'] > 1)} |")
-    return lines
+            rows.append((corpus, "generation, sentences/s", f"{t['sentences_per_second']:.1f}",
+                         f"{m['sentences_per_second']:.1f}", f"{m['speed_ratio']:.2f}x",
+                         _target(m["speed_ratio"] > 1)))
+    return table(("task (corpus)", "measure", "Transformer", "Memsizer",
+                   "Memsizer - Transformer", "target met"), rows)
 
 
 def setup_lines(states: Dict[str, Dict], frames: Dict[str, pd.DataFrame]) -> List[str]:
-    lines = ["| task | train / valid / test (lines; sentencepiece tokens of the train source) | "
-             "seeds | updates: Transformer / Memsizer | parameters: Transformer / Memsizer | "
-             "training time, side by side: Transformer / Memsizer (threads each) |",
-             "|---|---|---|---|---|---|"]
-    for task, frame in frames.items():
-        mean, stages = means(frame), states[task]["stages"]
-        if not {"transformer", "memsizer"} <= set(mean.index):
-            continue
-        d, t, m = stages["data"], mean.loc["transformer"], mean.loc["memsizer"]
-        threads = stages[f"train:transformer@{frame['seed'].iloc[0]}"]["threads"]
-        lines.append(
-            f"| {task} | {d['train_lines']:,} / {d['valid_lines']:,} / {d['test_lines']:,}; "
-            f"{d['train_tokens']:,} | {', '.join(map(str, sorted(frame['seed'].unique())))} | "
-            f"{t['updates']:g} / {m['updates']:g} | {t['parameters']:,.0f} / "
-            f"{m['parameters']:,.0f} | {t['train_minutes']:.1f} / {m['train_minutes']:.1f} min "
-            f"({threads}) |")
-    return lines
+    rows = []
+    for task, frame, t, m in _pairs(frames):
+        d = states[task]["stages"]["data"]
+        threads = states[task]["stages"][f"train:transformer@{frame['seed'].iloc[0]}"]["threads"]
+        rows.append((task, f"{d['train_lines']:,} / {d['valid_lines']:,} / {d['test_lines']:,}; "
+                     f"{d['train_tokens']:,}", ", ".join(map(str, sorted(frame["seed"].unique()))),
+                     f"{t['updates']:g} / {m['updates']:g}",
+                     f"{t['parameters']:,.0f} / {m['parameters']:,.0f}",
+                     f"{t['train_minutes']:.1f} / {m['train_minutes']:.1f} min ({threads})"))
+    return table(("task", "train / valid / test (lines; sentencepiece tokens of the train source)",
+                   "seeds", "updates: Transformer / Memsizer",
+                   "parameters: Transformer / Memsizer", "training time, side by side: "
+                   "Transformer / Memsizer (threads each)"), rows)
 
 
 def configuration_lines(task: str, state: Dict, frame: pd.DataFrame) -> List[str]:
     """Every evaluated configuration and seed (and the mean), with notes on what was measured."""
-    quality = TASKS[task].task.headline_measure().label
-    _, valid_label, _ = valid_metric(task)
+    described, stages = TASKS[task].task, state["stages"]
     shown = with_means(frame)
     shown["label"] = shown["config"].map(model_label)
     shown["flags"] = shown["config"].map(lambda c: run_flags(task, state["settings"], c))
     lines = [f"**{task}**", "", *markdown(shown, {
         "label": ("configuration", ""), "seed": ("seed", ""), "flags": ("flags", ""),
-        TASKS[task].task.headline: (quality, ".2f"),
+        described.headline: (described.headline_measure().label, ".2f"),
         "length_ratio": ("hypothesis / reference length", ".2f"),
         "sentences_per_second": ("sentences/s", ".1f"),
         "speed_ratio": ("sentences/s / Transformer's", ".2f"),
         "tokens_per_second": ("tokens/s", ".0f"),
         "state_bytes": ("decoding state, bytes per sentence", ",.0f"),
         "updates": ("updates", ".0f"), "train_minutes": ("training, min", ".1f"),
-        "best_valid": (f"best {valid_label}", ".2f"),
+        "best_valid": (f"best {described.valid.label}", ".2f"),
         "cost_updates": ("updates in all", ".0f"), "cost_minutes": ("minutes in all", ".1f")}),
         ""]
-    stages = state["stages"]
-    notes = []
-    if TASKS[task].task.evaluator.times_generation:
-        evaluated = next(v for k, v in stages.items() if k.startswith("evaluate:"))
-        notes.append(f"Speed: the beam search alone, {evaluated['sentences']} test items, each "
-                     "model alone on the machine; relative to the Transformer of the same seed.")
-        notes.append("Length: words of the detokenized hypotheses over words of the references.")
+    evaluated = [value for name, value in stages.items() if name.startswith("evaluate:")]
+    if described.evaluator.times_generation:
+        lines += [f"Speed: the beam search alone, {evaluated[0]['sentences']} test items, each "
+                  "model alone on the machine; relative to the Transformer of the same seed.",
+                  "Length: words of the detokenized hypotheses over words of the references."]
     else:
-        timing = next((v for k, v in stages.items() if k.startswith("lm_generation_timing@")),
-                      None)
-        notes += [] if timing is None else [
+        timing = next((v for k, v in stages.items() if k.startswith(f"{LM_TIMING}@")), None)
+        lines += [] if timing is None else [
             f"Speed: greedy, {timing['prompts']} prompts x {timing['new_tokens']} new tokens, "
             f"median of {timing['rounds']}, the models of a seed taking turns."]
-    measured = sorted({_state_lengths(v["state_measured_at"]) for k, v in stages.items()
-                       if k.startswith("evaluate:") and "state_measured_at" in v})
-    seq2seq = TASKS[task].task.paired
+    measured = sorted({_state_lengths(v["state_measured_at"]) for v in evaluated
+                       if "state_measured_at" in v})
+    seq2seq = described.paired
     if measured:
-        notes.append(
+        lines.append(
             "Decoding state: every tensor of fairseq's incremental decoding state (all decoder "
             f"layers{'; the encoder output not counted' if seq2seq else ''}), measured with "
             + "; ".join(measured) + ". Memsizer's state does not depend on these lengths; "
             "softmax self-attention's grows with the output length"
             + (" and softmax cross-attention's with the source length." if seq2seq else "."))
-    notes.append("In all: the updates and training minutes of the run and of what it was made "
-                 "from (the Transformer, the distillation pass, the conversion).")
-    return lines + notes + [""]
+    return lines + ["In all: the updates and training minutes of the run and of what it was made "
+                    "from (the Transformer, the distillation pass, the conversion).", ""]
 
 
 def _state_lengths(at: Dict) -> str:
@@ -212,10 +208,9 @@ def tried_lines(task: str, state: Dict) -> List[str]:
     the validation set only."""
     if not state.get("tried"):
         return []
-    _, label, _ = valid_metric(task)
     current = {"memsizer_args": state["settings"]["memsizer_args"], "stages": state["stages"]}
     rows = []
-    for number, record in enumerate([*state["tried"], current], 1):
+    for record in [*state["tried"], current]:
         for name, train in record["stages"].items():
             kind, config, seed = parse_step(name)
             if kind == "train" and config == "memsizer":
@@ -228,8 +223,8 @@ def tried_lines(task: str, state: Dict) -> List[str]:
                              "loss": losses[-1] if losses else None})
     return [f"**{task}**", "", *markdown(pd.DataFrame(rows), {
         "flags": ("`--memsizer-args`", ""), "seed": ("seed", ""), "updates": ("updates", ".0f"),
-        "best": (f"best {label}", ".2f"), "loss": ("last valid NLL (bits per token)", ".3f")}),
-        ""]
+        "best": (f"best {TASKS[task].task.valid.label}", ".2f"),
+        "loss": ("last valid NLL (bits per token)", ".3f")}), ""]
 
 
 def budget_lines(budget: str, states: Dict[str, Dict], out_dir: str) -> List[str]:
@@ -239,20 +234,17 @@ def budget_lines(budget: str, states: Dict[str, Dict], out_dir: str) -> List[str
              *results_lines(frames), "", "### Set-up", "", *setup_lines(states, frames), "",
              "### Every configuration (test set)", ""]
     folder = os.path.join(out_dir, budget)
-    sections = {"Uptraining": uptraining_lines, "Distillation": distillation_lines,
-                "Memsizer settings tried (validation set)": tried_lines}
     for task, frame in frames.items():
         lines += configuration_lines(task, states[task], frame)
         if plot_frontier(task, means(frame), os.path.join(folder, f"frontier_{task}.png")):
             lines += [f"![{task} frontier]({budget}/frontier_{task}.png)", ""]
-    for title, section in sections.items():
+    for title, section in {"Uptraining": uptraining_lines, "Distillation": distillation_lines,
+                           "Memsizer settings tried (validation set)": tried_lines}.items():
         body = [line for task, state in states.items() for line in section(task, state)]
         if body:
             lines += [f"### {title}", "", *body]
-    plots = []
-    for task, state in states.items():
-        if plot_curves(task, state, os.path.join(folder, f"curves_{task}.png")):
-            plots.append(f"![{task}]({budget}/curves_{task}.png)")
+    plots = [f"![{task}]({budget}/curves_{task}.png)" for task, state in states.items()
+             if plot_curves(task, state, os.path.join(folder, f"curves_{task}.png"))]
     return lines + (["### Training curves", "", *plots, ""] if plots else [])
 
 
@@ -272,12 +264,8 @@ def write_report(states: Dict[Key, Dict], out_dir: str, command: str, threads: i
         if chosen:
             lines += budget_lines(budget, chosen, out_dir)
     report = os.path.join(out_dir, "report.md")
-
-    def write(path):
-        with open(path, "w") as f:
-            f.write("\n".join(lines))
-
-    atomic_write(report, write)  # a stopped run leaves the previous report, never half of one
+    # a stopped run leaves the previous report, never half of one
+    atomic_write(report, lambda path: Path(path).write_text("\n".join(lines)))
     return report
 
 

@@ -28,10 +28,6 @@ DISTILLED = "distill-"  # + a Memsizer configuration: trained on the Transformer
 LM_TIMING = "lm_generation_timing"
 
 
-def step(kind: str, config: str, seed: int) -> str:
-    return f"{kind}:{config}@{seed}"
-
-
 def parse_step(name: str) -> Tuple[str, str, int]:
     """``train:memsizer@1`` -> ``("train", "memsizer", 1)`` (config "" for ``distill@1``, seed 0
     for ``data``)."""
@@ -42,7 +38,7 @@ def parse_step(name: str) -> Tuple[str, str, int]:
 
 def uses_memsizer_args(config: str) -> bool:
     """The configurations whose flags include ``--memsizer-args``."""
-    base = config[len(DISTILLED):] if config.startswith(DISTILLED) else config
+    base = config.removeprefix(DISTILLED)
     return base == "memsizer" or base.startswith(UPTRAINED)
 
 
@@ -144,10 +140,6 @@ class RunState:
         """Forget the steps for which ``which(kind, config)`` holds."""
         self.data["stages"] = {name: value for name, value in self.stages.items()
                                if not which(*parse_step(name)[:2])}
-
-    def forget_evaluations(self):
-        """Measure again (e.g. generation time on a machine with nothing else running)."""
-        self.forget(lambda kind, config: kind in ("evaluate", LM_TIMING))
 
     def _train_on(self, change: str):
         """Training resumes from the runs' last checkpoints: forget every step but the data and

@@ -7,13 +7,10 @@ distillation, ``distill-`` + each Memsizer configuration (trained on the Transfo
 translations of the training split). Each is trained once per seed.
 
 Steps, each kept in ``state.json`` when finished (``run_state.py``: the rules by which a rerun
-resumes): ``data`` (raw text, sentencepiece, fairseq-preprocess); ``train:CONFIG@SEED``
-(fairseq-train, two runs side by side on halves of the cores; a stopped run resumes from its
-``checkpoint_last.pt``, saved every ``validate_every`` updates); ``evaluate:CONFIG@SEED`` (test
-quality, output length, generation time, decoding state, each alone); ``distill@SEED`` (the
-Transformer translates the training split; fairseq-preprocess with its dictionaries);
-``convert:uptrained-NAME@SEED`` (the uptrain command); ``lm_generation_timing@SEED`` (the language
-models of a seed, taking turns).
+resumes): ``data``; ``train:CONFIG@SEED`` (two runs side by side on halves of the cores; a
+stopped run resumes from its ``checkpoint_last.pt``, saved every ``validate_every`` updates);
+``evaluate:CONFIG@SEED`` (each model alone); ``distill@SEED``; ``convert:uptrained-NAME@SEED``;
+``lm_generation_timing@SEED`` (the language models of a seed, taking turns).
 """
 import argparse
 import contextlib
@@ -32,8 +29,7 @@ from ..toolkit import fairseq_cli, sentencepiece
 from ..toolkit.flags import Args, merge_args, render_args
 from . import data
 from .evaluation import Evaluation, write_distilled_pieces
-from .run_state import (DISTILLED, FRONTIER, LM_TIMING, UPTRAINED, RunState, parse_step,
-                        step, uses_memsizer_args)
+from .run_state import DISTILLED, FRONTIER, LM_TIMING, UPTRAINED, RunState, parse_step
 from .settings import TaskSettings
 from .training import TrainingRun, train_side_by_side
 
@@ -70,7 +66,6 @@ class Comparison:
                  threads: Optional[int] = None, device: str = "cpu", progress: bool = True,
                  evaluate_again: bool = False, vocab_size: Optional[int] = None, out=None):
         self.task = task
-        self.budget_name = budget
         self.budget = task.budgets[budget]
         if not self.budget.synthetic and not raw_dir:
             raise ValueError(f"{task.name}: give the raw data directory (or use --budget tiny)")
@@ -102,18 +97,16 @@ class Comparison:
         if uptrain and not self.settings["uptrain_configs"]:
             self.settings["uptrain_configs"]["plain"] = []  # converted without flags
         if evaluate_again:  # e.g. to time generation again on a machine with nothing else running
-            self.run_state.forget_evaluations()
+            self.run_state.forget(lambda kind, config: kind in ("evaluate", LM_TIMING))
 
     @property
     def state(self) -> Dict:
         return self.run_state.data
 
-    # -- configurations ------------------------------------------------------------------------
     def from_scratch(self) -> List[str]:
         return ["transformer", "memsizer", *(FRONTIER + name for name in self.settings["frontier"])]
 
-    def from_transformer(self) -> List[str]:
-        """The configurations made from a trained Transformer: uptrained, distilled."""
+    def from_transformer(self) -> List[str]:  # uptrained, distilled
         uptrained = [UPTRAINED + name for name in self.settings["uptrain_configs"]
                      ] if self.uptrain else []
         distilled = [DISTILLED + config for config in self.from_scratch()[1:] + uptrained
@@ -122,17 +115,16 @@ class Comparison:
 
     def _flags(self, config: str) -> List[str]:
         """The fairseq-train flags a configuration adds to the shared ones."""
-        base = config[len(DISTILLED):] if config.startswith(DISTILLED) else config
+        base = config.removeprefix(DISTILLED)
         if base == "transformer":
             return []
         if base.startswith(FRONTIER):
-            return self.settings["frontier"][base[len(FRONTIER):]]
+            return self.settings["frontier"][base.removeprefix(FRONTIER)]
         if base.startswith(UPTRAINED):
-            uptrain = self.settings["uptrain_configs"][base[len(UPTRAINED):]]
+            uptrain = self.settings["uptrain_configs"][base.removeprefix(UPTRAINED)]
             return [*self.settings["memsizer_args"], *memsizer_flags(uptrain)]
         return self.settings["memsizer_args"]
 
-    # -- steps ---------------------------------------------------------------------------------
     def stage(self, name: str, action: Callable[[], Dict]) -> Dict:
         if self._finished(name):
             return self.state["stages"][name]
@@ -167,12 +159,12 @@ class Comparison:
                     self.stage(f"distill@{seed}", lambda seed=seed: self.distill_data(seed))
                 for config in configs:
                     if UPTRAINED in config:
-                        self.stage(step("convert", config, seed),
+                        self.stage(f"convert:{config}@{seed}",
                                    lambda c=config, s=seed: self.convert(c, s))
             self.train([self.training_run(c, s) for s in self.seeds for c in configs])
             for seed in self.seeds:
                 for config in configs:
-                    self.stage(step("evaluate", config, seed),
+                    self.stage(f"evaluate:{config}@{seed}",
                                lambda c=config, s=seed: self.evaluation.evaluate(
                                    self.checkpoint(c, s), self.data_for(c, s),
                                    self.log(c, s, "evaluate")))
@@ -203,7 +195,6 @@ class Comparison:
         data.binarize(self.task, self.spm_dir, self.data_bin, workers=self.threads)
         return dict(data.corpus_stats(self.task, self.spm_dir), spm_vocab=vocab)
 
-    # -- where things are ----------------------------------------------------------------------
     def save_dir(self, config: str, seed: int) -> str:
         return os.path.join(self.work_dir, "checkpoints", config, f"seed{seed}")
 
@@ -213,14 +204,15 @@ class Comparison:
     def log(self, config: str, seed: int, kind: str) -> str:
         return os.path.join(self.work_dir, "logs", config, f"{kind}.seed{seed}.log")
 
+    def converted(self, config: str, seed: int) -> str:
+        return os.path.join(self.save_dir(config, seed), "converted.pt")
+
     def data_for(self, config: str, seed: int) -> str:
         if config.startswith(DISTILLED):
             return os.path.join(self.work_dir, "distill", f"seed{seed}", "data-bin")
         return self.data_bin
 
-    # -- training ------------------------------------------------------------------------------
-    def _shared_flags(self) -> Args:
-        """The training flags every model gets (task, schedule, model size)."""
+    def _shared_flags(self) -> Args:  # task, schedule, model size
         return merge_args(merge_args(self.task.train, self.budget.model), self.budget.train)
 
     def training_run(self, config: str, seed: int) -> TrainingRun:
@@ -244,8 +236,7 @@ class Comparison:
                            self.converted(config, seed) if uptrained else None)
 
     def train(self, runs: List[TrainingRun]):
-        """Train the runs not trained yet, two at a time on halves of the cores; each is its own
-        step ``train:<run>``."""
+        """Train the runs not trained yet, two at a time; each is its own step ``train:<run>``."""
         pending = [run for run in runs if not self._finished(f"train:{run.name}")]
         threads = max(1, self.threads // SIDE_BY_SIDE)
         for first in range(0, len(pending), SIDE_BY_SIDE):
@@ -257,9 +248,6 @@ class Comparison:
                 self._record(f"train:{name}", summary, start)
 
     # -- from the trained Transformer ----------------------------------------------------------
-    def converted(self, config: str, seed: int) -> str:
-        return os.path.join(self.save_dir(config, seed), "converted.pt")
-
     def convert(self, config: str, seed: int) -> Dict:
         """The uptrain command (in this process) on the Transformer's best checkpoint, with the
         configuration's flags (``--data`` added for attention transfer); its ``--summary``."""
@@ -306,7 +294,6 @@ class Comparison:
         return {"seconds": round(generated.seconds, 1), "sentences": generated.sentences,
                 "gold_kept": kept}
 
-    # -- language models -----------------------------------------------------------------------
     def time_generation(self, seed: int):
         """Time the evaluated models of a seed together (again when models were added)."""
         name = f"{LM_TIMING}@{seed}"
@@ -320,5 +307,3 @@ class Comparison:
         checkpoints = {config: self.checkpoint(config, seed) for config in evaluated}
         self.stage(name, lambda: self.evaluation.generation_timing(checkpoints, self.data_bin))
 
-
-__all__ = ["Comparison", "memsizer_flags", "uses_memsizer_args"]

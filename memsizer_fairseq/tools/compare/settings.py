@@ -22,9 +22,6 @@ from .. import tasks
 from ..tasks import Task
 from ..toolkit.flags import Args, merge_args
 
-ARCHS = ("transformer", "memsizer")
-
-
 @dataclass(frozen=True)
 class Budget:
     """Everything that differs between the full and the tiny mode."""
@@ -107,6 +104,18 @@ _SEQ2SEQ_TINY_FRONTIER = {
 _TINY_TRAIN: Args = {"--max-tokens": 1024, "--lr": 2e-3, "--warmup-updates": 60,
                      "--log-interval": 10, "--validate-interval": 1000, "--save-interval": 1000}
 
+
+def _seq2seq_budgets(full_validate_every: int) -> Dict[str, Budget]:
+    return {
+        "full": Budget(max_update=1200, validate_every=full_validate_every, spm_vocab=8000,
+                       model=_SEQ2SEQ_MODEL, valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
+        "small": Budget(max_update=400, validate_every=100, spm_vocab=8000,
+                        model=_SEQ2SEQ_SMALL_MODEL, valid_lines=500, frontier=_SEQ2SEQ_FRONTIER),
+        "tiny": Budget(max_update=300, validate_every=100, spm_vocab=400,
+                       model=_SEQ2SEQ_TINY_MODEL, train=_TINY_TRAIN,
+                       frontier=_SEQ2SEQ_TINY_FRONTIER, synthetic=True)}
+
+
 TRANSLATION = TaskSettings(
     task=tasks.TRANSLATION, corpus="mt-en-de",
     train=merge_args(_SEQ2SEQ_TRAIN, {
@@ -117,14 +126,7 @@ TRANSLATION = TaskSettings(
     }),
     evaluate={"--beam": 4, "--lenpen": 0.6, "--max-len-a": 1.2, "--max-len-b": 10,
               "--max-tokens": 8000},
-    budgets={
-        "full": Budget(max_update=1200, validate_every=150, spm_vocab=8000,
-                       model=_SEQ2SEQ_MODEL, valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
-        "small": Budget(max_update=400, validate_every=100, spm_vocab=8000,
-                        model=_SEQ2SEQ_SMALL_MODEL, valid_lines=500, frontier=_SEQ2SEQ_FRONTIER),
-        "tiny": Budget(max_update=300, validate_every=100, spm_vocab=400,
-                       model=_SEQ2SEQ_TINY_MODEL, train=_TINY_TRAIN,
-                       frontier=_SEQ2SEQ_TINY_FRONTIER, synthetic=True)},
+    budgets=_seq2seq_budgets(full_validate_every=150),
 )
 
 SUMMARIZATION = TaskSettings(
@@ -139,14 +141,7 @@ SUMMARIZATION = TaskSettings(
     evaluate={"--truncate-source": "true", "--max-source-positions": 512,
               "--max-target-positions": 512, "--beam": 4, "--lenpen": 1.0, "--max-len-b": 40,
               "--max-tokens": 8000},
-    budgets={
-        "full": Budget(max_update=1200, validate_every=100, spm_vocab=8000,
-                       model=_SEQ2SEQ_MODEL, valid_lines=1000, frontier=_SEQ2SEQ_FRONTIER),
-        "small": Budget(max_update=400, validate_every=100, spm_vocab=8000,
-                        model=_SEQ2SEQ_SMALL_MODEL, valid_lines=500, frontier=_SEQ2SEQ_FRONTIER),
-        "tiny": Budget(max_update=300, validate_every=100, spm_vocab=400,
-                       model=_SEQ2SEQ_TINY_MODEL, train=_TINY_TRAIN,
-                       frontier=_SEQ2SEQ_TINY_FRONTIER, synthetic=True)},
+    budgets=_seq2seq_budgets(full_validate_every=100),
 )
 
 

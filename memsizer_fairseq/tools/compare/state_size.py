@@ -41,7 +41,9 @@ def decoding_state(checkpoint: str, data_bin: str, target_tokens: Optional[int] 
         forced = _prompts(task, sentences, PROMPT_TOKENS).to(device)
         encoder_out, steps = None, target_tokens
         at = {"prompt_tokens": int(forced.shape[1])}
-    state = _decode(model, encoder_out, forced, steps)
+    state: Dict = {}
+    for _, state, _ in _greedy_steps(model, encoder_out, forced, steps):
+        pass
     batch = forced.shape[0]
     return {"state_bytes_per_sentence": incremental_state_bytes(state) / batch,
             "state_measured_at": dict(at, sentences=int(batch), target_tokens=int(steps)),
@@ -100,11 +102,3 @@ def _greedy_steps(model, encoder_out, forced: torch.Tensor, steps: int
         chosen = forced[:, step] if step < forced.shape[1] else logits[:, -1].argmax(-1)
         tokens = torch.cat([tokens, chosen.unsqueeze(1)], dim=1)
         yield step + 1, state, seconds
-
-
-def _decode(model, encoder_out, forced: torch.Tensor, steps: int) -> Dict:
-    """The incremental state after :func:`_greedy_steps`."""
-    state: Dict = {}
-    for _step, state, _seconds in _greedy_steps(model, encoder_out, forced, steps):
-        pass
-    return state

@@ -2,59 +2,51 @@
 configuration and seed (pandas), with the mean over seeds; what a task measures comes from its
 description (``tools/tasks.py``)."""
 import shlex
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 
+from ..toolkit.tables import row_line
 from .run_state import DISTILLED, FRONTIER, LM_TIMING, UPTRAINED, parse_step
 from .settings import TASKS
-
-MODEL_LABELS = {"transformer": "Transformer", "memsizer": "Memsizer"}
 
 
 def model_label(config: str) -> str:
     if config.startswith(DISTILLED):
-        return model_label(config[len(DISTILLED):]) + ", distilled"
+        return model_label(config.removeprefix(DISTILLED)) + ", distilled"
     if config.startswith(FRONTIER):
-        return f"Memsizer {config[len(FRONTIER):]}"
+        return "Memsizer " + config.removeprefix(FRONTIER)
     if config.startswith(UPTRAINED):
-        return f"Memsizer uptrained ({config[len(UPTRAINED):]})"
-    return MODEL_LABELS[config]
+        return f"Memsizer uptrained ({config.removeprefix(UPTRAINED)})"
+    return {"transformer": "Transformer", "memsizer": "Memsizer"}[config]
 
 
 def run_order(config: str) -> int:
     """Transformer, Memsizer, frontier, uptrained, then the distilled ones."""
-    base = config[len(DISTILLED):] if config.startswith(DISTILLED) else config
+    base = config.removeprefix(DISTILLED)
     rank = (0 if base == "transformer" else 1 if base == "memsizer"
             else 3 if base.startswith(UPTRAINED) else 2)
     return rank + 4 * config.startswith(DISTILLED)
 
 
-def valid_metric(task: str):
-    """(key in the valid records, label, higher is better)."""
-    measure = TASKS[task].task.valid
-    return measure.key, measure.label, measure.higher_is_better
-
-
 def best_valid(train: Dict, task: str) -> Optional[float]:
-    key, _, higher = valid_metric(task)
-    values = [r[key] for r in train.get("valid", []) if key in r]
-    return (max if higher else min)(values) if values else None
+    measure = TASKS[task].task.valid
+    values = [r[measure.key] for r in train.get("valid", []) if measure.key in r]
+    return (max if measure.higher_is_better else min)(values) if values else None
 
 
 def run_flags(task: str, settings: Dict, config: str) -> str:
     """How a configuration differs from the shared training flags."""
-    archs = TASKS[task].archs
-    base = config[len(DISTILLED):] if config.startswith(DISTILLED) else config
+    archs, base = TASKS[task].archs, config.removeprefix(DISTILLED)
     if base == "transformer":
         return f"`--arch {archs['transformer']}`"
     if base.startswith(FRONTIER):
-        extra = settings["frontier"][base[len(FRONTIER):]]
+        extra = settings["frontier"][base.removeprefix(FRONTIER)]
     else:
         extra = settings.get("memsizer_args") or []
     flags = f"`{shlex.join(['--arch', archs['memsizer'], *extra])}`"
     if base.startswith(UPTRAINED):
-        uptrain = settings["uptrain_configs"][base[len(UPTRAINED):]]
+        uptrain = settings["uptrain_configs"][base.removeprefix(UPTRAINED)]
         flags = (f"uptrain `{shlex.join(uptrain)}`" if uptrain else "uptrain") + \
             f", fine-tuned as {flags}"
     return flags
@@ -79,7 +71,6 @@ def runs_frame(task: str, state: Dict) -> pd.DataFrame:
     time, best validation score, and the cost in all (a run made from the Transformer adds the
     Transformer's training, the distillation pass and the conversion)."""
     stages = state["stages"]
-    quality = [m.key for m in TASKS[task].task.quality]
     rows = []
     for name in stages:
         kind, config, seed = parse_step(name)
@@ -94,7 +85,8 @@ def runs_frame(task: str, state: Dict) -> pd.DataFrame:
         convert = stages.get(f"convert:{config}@{seed}", {})
         distill = stages.get(f"distill@{seed}", {}) if config.startswith(DISTILLED) else {}
         rows.append({
-            "config": config, "seed": seed, **{k: evaluated.get(k) for k in quality},
+            "config": config, "seed": seed,
+            **{m.key: evaluated.get(m.key) for m in TASKS[task].task.quality},
             "length_ratio": evaluated.get("length_ratio"),
             "sentences_per_second": timing["sentences"] / seconds if seconds else None,
             "tokens_per_second": timing["tokens"] / seconds if seconds else None,
@@ -139,3 +131,8 @@ def with_means(frame: pd.DataFrame) -> pd.DataFrame:
 def means(frame: pd.DataFrame) -> pd.DataFrame:
     """The mean over seeds of each configuration, indexed by configuration."""
     return frame.groupby("config", sort=False).mean(numeric_only=True)
+
+
+def table(headers: Sequence[str], rows: List[Sequence]) -> List[str]:
+    """A markdown table of rows of cells."""
+    return [row_line(headers), "|" + "---|" * len(headers), *map(row_line, rows)]

@@ -16,8 +16,6 @@ SESSION_HEADER = "$ fairseq-train"  # the line before each session's output in a
 
 @dataclass
 class TrainingRun:
-    """One fairseq-train run of the comparison (its flags, directory and log)."""
-
     name: str  # CONFIG@SEED
     args: List[str]
     save_dir: str
