@@ -1,18 +1,13 @@
 """``python -m memsizer_fairseq.tools.benchmark``: Memsizer against the Transformer, side by side.
 
-Measures, interleaved and repeated, with models built through fairseq's registries:
-incremental decoding per token against prefix length (memsizer_lm, transformer_lm and the same
-network without attention), beam search with fairseq's SequenceGenerator (memsizer_transformer
-and transformer), training steps against length (also the authors' quadratic formulation, and
-transformer_lm with PyTorch's fused causal scaled_dot_product_attention; on CUDA with fla-core
-also Memsizer on flash-linear-attention's kernels), incremental-state bytes per sentence and peak
-memory; and beam search at the bound (section beam_bound: the Transformer, Memsizer and Memsizer
-with softmax cross-attention, each Memsizer beside the same network without its decoder
-attention, one thread, with a profile of where the time goes). Writes benchmark.json,
-benchmark.md and PNG plots into --out.
-Peak memory is measured in this one process; ``python -m
-memsizer_fairseq.tools.benchmark.training_memory`` measures training memory in a fresh process per
-configuration.
+Sections, each measured interleaved and repeated on models built through fairseq's registries
+(the kinds: :func:`.runner.jobs_for`; what they show: docs/benchmark/README.md): ``decode``, the
+incremental decoding step against prefix length; ``beam``, fairseq's SequenceGenerator;
+``train``, training steps against length; ``beam_bound``, beam search beside each Memsizer's bound
+(the same network without its decoder attention, one thread, with a profile). Writes
+benchmark.json, benchmark.md and PNG plots into --out. Peak memory is measured in this one
+process; ``python -m memsizer_fairseq.tools.benchmark.training_memory`` measures training memory
+in a fresh process per configuration.
 """
 
 import json
@@ -26,12 +21,8 @@ from tqdm import tqdm
 
 from . import arguments, plots, report, runner
 
-FULL = dict(
-    prefix_lengths=[16, 64, 256, 1024, 4096, 8192],
-    out_lengths=[20, 100, 500],
-    beam_batches=[1, 8, 64],
-    train_lengths=[512, 1024, 2048, 4096, 8192],
-)
+FULL = dict(prefix_lengths=[16, 64, 256, 1024, 4096, 8192], out_lengths=[20, 100, 500],
+            beam_batches=[1, 8, 64], train_lengths=[512, 1024, 2048, 4096, 8192])
 QUICK = dict(prefix_lengths=[16, 64], out_lengths=[8], beam_batches=[1, 2], train_lengths=[32, 64])
 
 
@@ -71,9 +62,8 @@ QUICK_CAPS = dict(dim=64, layers=2, heads=4, vocab=200, repeats=2, steps=4, batc
 
 def parse(argv=None):
     """The options, checked: bad values stop here with a usage error naming the flag."""
-    p = arguments.ArgumentParser(
-        prog="python -m memsizer_fairseq.tools.benchmark", description=__doc__.splitlines()[0]
-    )
+    p = arguments.ArgumentParser(prog="python -m memsizer_fairseq.tools.benchmark",
+                                 description=__doc__.splitlines()[0])
     count = arguments.positive_int
     p.add_argument("--out", default="runs/benchmark", help="output folder")
     p.add_argument("--device", default="cpu", type=arguments.device, help="cpu or cuda[:N]")
@@ -91,12 +81,8 @@ def parse(argv=None):
     p.add_argument("--beam", type=count, default=4)
     p.add_argument("--src-len", type=count, default=32)
     p.add_argument("--train-batch", type=count, default=1)
-    p.add_argument(
-        "--authors-max-len",
-        type=count,
-        default=None,
-        help="longest length for the authors' O(T^2 k d) form (default 2048 on CPU, 8192 on GPU)",
-    )
+    p.add_argument("--authors-max-len", type=count, default=None, help="longest length for the "
+                   "authors' O(T^2 k d) form (default 2048 on CPU, 8192 on GPU)")
     p.add_argument("--threads", type=count, default=torch.get_num_threads())
     for name in FULL:
         p.add_argument("--" + name.replace("_", "-"), type=arguments.positive_int_list)
@@ -111,10 +97,8 @@ def parse(argv=None):
         for name, cap in QUICK_CAPS.items():
             setattr(args, name, min(getattr(args, name), cap))
     arguments.check_heads(p, args.dim, args.heads, " (after --quick's caps)" if args.quick else "")
-    arguments.check_device(
-        p, args.device, lambda: torch.cuda.device_count() if torch.cuda.is_available() else 0
-    )
-    arguments.check_output_folder(p, "--out", args.out)
+    arguments.check_device(p, args.device, arguments.cuda_device_count)
+    arguments.check_output(p, "--out", args.out, folder=True)
     return args
 
 
@@ -122,23 +106,18 @@ def main(argv=None):
     args = parse(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    sizes = dict(QUICK if args.quick else FULL)
-    for name in FULL:
-        if getattr(args, name) is not None:
-            sizes[name] = getattr(args, name)
+    sizes = QUICK if args.quick else FULL
     copied = ("device", "dtype", "repeats", "dim", "layers", "heads", "vocab", "batch", "steps",
               "beam", "src_len", "train_batch", "threads", "sections")
-    cfg = dict(
-        sizes,
-        **{name: getattr(args, name) for name in copied},
-        authors_max_len=args.authors_max_len or (8192 if args.device.startswith("cuda") else 2048),
-    )
+    cfg = {name: sizes[name] if getattr(args, name) is None else getattr(args, name)
+           for name in FULL}
+    cfg.update({name: getattr(args, name) for name in copied})
+    cuda = args.device.startswith("cuda")
+    cfg["authors_max_len"] = args.authors_max_len or (8192 if cuda else 2048)
     cfg["fla"], fla_note = fla_choice(args.device)
     cfg["bound"] = dict(QUICK_BOUND if args.quick else BOUND)
-    if args.bound_lengths:
-        cfg["bound"]["lengths"] = args.bound_lengths
-    if args.bound_repeats:
-        cfg["bound"]["repeats"] = args.bound_repeats
+    cfg["bound"].update(lengths=args.bound_lengths or cfg["bound"]["lengths"],
+                        repeats=args.bound_repeats or cfg["bound"]["repeats"])
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     total = len(runner.jobs_for(cfg)) * cfg["repeats"] + runner.bound_job_count(cfg)
@@ -148,27 +127,20 @@ def main(argv=None):
     if fla_note and {"decode", "train"} & set(cfg["sections"]):
         result["notes"] = [fla_note]
     if "beam_bound" in cfg["sections"]:
-        result["beam_bound"] = {
-            "target": BOUND_TARGET,
-            "ratios": report.bound_ratios(rows, BOUND_TARGET),
-            "profile": runner.profile_beam_bound(cfg, rounds=min(2, cfg["bound"]["repeats"])),
-        }
+        ratios = report.bound_ratios(rows, BOUND_TARGET)
+        profile = runner.profile_beam_bound(cfg, rounds=min(2, cfg["bound"]["repeats"]))
+        result["beam_bound"] = {"target": BOUND_TARGET, "ratios": ratios, "profile": profile}
     result["targets"] = report.targets(rows)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "benchmark.json"), "w") as f:
+    paths = [os.path.join(args.out, name) for name in ("benchmark.json", "benchmark.md")]
+    with open(paths[0], "w") as f:
         json.dump(result, f, indent=1)
     text = report.markdown(result)
-    with open(os.path.join(args.out, "benchmark.md"), "w") as f:
+    with open(paths[1], "w") as f:
         f.write(text)
-    written = plots.plots(result, args.out)
+    paths += plots.plots(result, args.out)
     print(text)
-    print(
-        "wrote",
-        ", ".join(
-            [os.path.join(args.out, "benchmark.json"), os.path.join(args.out, "benchmark.md")]
-            + written
-        ),
-    )
+    print("wrote", ", ".join(paths))
 
 
 if __name__ == "__main__":

@@ -94,9 +94,9 @@ def main(argv: Optional[Sequence[str]] = None):
                         help="training updates per model")
     parser.add_argument("--json", default=None, help="also write the rows here")
     args = parser.parse_args(argv)
-    arguments.check_output_folder(parser, "--work-dir", args.work_dir)
+    arguments.check_output(parser, "--work-dir", args.work_dir, folder=True)
     if args.json:
-        arguments.check_output_file(parser, "--json", args.json)
+        arguments.check_output(parser, "--json", args.json)
     rows = measure(args.work_dir, args.updates)
     print(render(rows, SIZES["test"]))
     if args.json:

@@ -6,29 +6,13 @@ options are listed -- and exit status 2, before any model is built or anything i
 and paths that do not work (call them right after ``parse_args``).
 """
 import argparse
+import functools
 import os
 import re
 import tempfile
 from typing import Callable, List, Sequence
 
-from ...config import positive_float, positive_int
-
-__all__ = [
-    "ArgumentParser",
-    "check_device",
-    "check_heads",
-    "check_output_file",
-    "check_output_folder",
-    "dropout",
-    "device",
-    "length_pairs",
-    "names",
-    "non_negative_int",
-    "positive_float",
-    "positive_int",
-    "positive_int_list",
-    "vocabulary_size",
-]
+from ...config import positive_float, positive_int  # noqa: F401  (types of the commands)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -38,37 +22,40 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n{self.prog} --help lists the options\n")
 
 
+def _expecting(what: str):
+    """A ``type=`` made of ``parse``: a value it cannot parse (``ValueError``, ``TypeError`` or
+    argparse's type error) is refused with ``expected <what>, got <value>``."""
+
+    def decorate(parse):
+        @functools.wraps(parse)
+        def typed(value):
+            try:
+                return parse(value)
+            except (argparse.ArgumentTypeError, TypeError, ValueError):
+                raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
+
+        return typed
+
+    return decorate
+
+
+@_expecting("comma-separated positive integers")
 def positive_int_list(value) -> List[int]:
     """Comma-separated positive integers, e.g. ``512,1024,2048``."""
-    try:
-        return [positive_int(part.strip()) for part in str(value).split(",")]
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive integers, got {value!r}"
-        ) from None
+    return [positive_int(part.strip()) for part in str(value).split(",")]
 
 
+@_expecting("comma-separated source:target pairs of positive integers")
 def length_pairs(value) -> List[List[int]]:
     """Comma-separated ``source:target`` pairs of positive lengths, e.g. ``30:30,400:60``."""
-    try:
-        pairs = []
-        for part in str(value).split(","):
-            source, target = part.strip().split(":")
-            pairs.append([positive_int(source.strip()), positive_int(target.strip())])
-        return pairs
-    except (argparse.ArgumentTypeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated source:target pairs of positive integers, got {value!r}"
-        ) from None
+    pairs = [part.strip().split(":") for part in str(value).split(",")]
+    return [[positive_int(source.strip()), positive_int(target.strip())]
+            for source, target in pairs]
 
 
+@_expecting("an integer >= 0")
 def non_negative_int(value) -> int:
-    if str(value).strip() == "0":
-        return 0
-    try:
-        return positive_int(value)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value!r}") from None
+    return 0 if str(value).strip() == "0" else positive_int(value)
 
 
 def vocabulary_size(value) -> int:
@@ -81,38 +68,41 @@ def vocabulary_size(value) -> int:
     return number
 
 
+@_expecting("a number in [0, 1)")
 def dropout(value) -> float:
     """A probability in [0, 1)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
+    number = float(value)
     if not 0.0 <= number < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {value!r}")
+        raise ValueError(number)
     return number
 
 
+@_expecting("cpu, cuda or cuda:N")
 def device(value) -> str:
     """``cpu``, ``cuda`` or ``cuda:N``."""
     text = str(value).strip()
     if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", text):
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {value!r}")
+        raise ValueError(text)
     return text
 
 
 def names(allowed: Sequence[str]) -> Callable[[str], List[str]]:
     """A ``type=`` for a comma-separated, non-empty list of names out of ``allowed``."""
 
+    @_expecting(f"a comma list of {', '.join(allowed)}")
     def parse(value) -> List[str]:
         chosen = [name.strip() for name in str(value).split(",") if name.strip()]
-        unknown = [name for name in chosen if name not in allowed]
-        if not chosen or unknown:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma list of {', '.join(allowed)}, got {value!r}"
-            )
+        if not chosen or not set(chosen) <= set(allowed):
+            raise ValueError(value)
         return chosen
 
     return parse
+
+
+def cuda_device_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def check_heads(parser, dim: int, heads: int, note: str = ""):
@@ -133,28 +123,23 @@ def check_device(parser, name: str, cuda_device_count: Callable[[], int]):
         parser.error(f"argument --device: {name}, but there are only {count} CUDA device(s)")
 
 
-def _check_folder(parser, flag: str, folder: str, missing: str):
-    """``folder`` exists (else the error ``missing``) and takes a new file."""
-    if not os.path.isdir(folder):
+def check_output(parser, flag: str, path: str, folder: bool = False):
+    """A file the command writes (its folder exists) or, with ``folder``, a folder it writes
+    into, created with its missing parents (the nearest existing one on the way is a folder);
+    either way that folder takes a new file."""
+    if folder:
+        existing = os.path.abspath(path)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        missing = f"{existing} is not a folder"
+    else:
+        if os.path.isdir(path):
+            parser.error(f"argument {flag}: {path} is a folder, expected a file name")
+        existing = os.path.dirname(os.path.abspath(path))
+        missing = f"the folder {existing} does not exist"
+    if not os.path.isdir(existing):
         parser.error(f"argument {flag}: {missing}")
     try:
-        tempfile.NamedTemporaryFile(dir=folder).close()
+        tempfile.NamedTemporaryFile(dir=existing).close()
     except OSError:
-        parser.error(f"argument {flag}: the folder {folder} is not writable")
-
-
-def check_output_file(parser, flag: str, path: str):
-    """A file the command writes: its folder exists and takes a new file."""
-    if os.path.isdir(path):
-        parser.error(f"argument {flag}: {path} is a folder, expected a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    _check_folder(parser, flag, folder, f"the folder {folder} does not exist")
-
-
-def check_output_folder(parser, flag: str, path: str):
-    """A folder the command writes into, created with its missing parents: the nearest existing
-    one on the way is a folder that takes new files."""
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    _check_folder(parser, flag, existing, f"{existing} is not a folder")
+        parser.error(f"argument {flag}: the folder {existing} is not writable")

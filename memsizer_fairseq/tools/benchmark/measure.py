@@ -67,11 +67,9 @@ def _proc_status_bytes(field: str):
 
 
 def reset_peak(device: torch.device):
-    """Start a peak-memory window: CUDA allocator stats, or Linux's resident-set high-water mark.
-
-    On CPU, writing 5 to /proc/self/clear_refs resets the peak RSS (VmHWM) to the current RSS,
-    so the peak of each measurement is read in-process; where that is not allowed, None.
-    """
+    """Start a peak-memory window: CUDA allocator stats, or Linux's resident-set high-water mark
+    (on CPU, writing 5 to /proc/self/clear_refs resets the peak RSS (VmHWM) to the current RSS,
+    so the peak of each measurement is read in-process; where that is not allowed, None)."""
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -89,36 +87,28 @@ def peak_bytes(device: torch.device):
     """Peak bytes allocated (GPU) or peak resident-set growth (CPU) since :func:`reset_peak`."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    if _cpu_baseline["rss"] is None:
-        return None
-    return max(0, _proc_status_bytes("VmHWM") - _cpu_baseline["rss"])
+    baseline = _cpu_baseline["rss"]
+    return None if baseline is None else max(0, _proc_status_bytes("VmHWM") - baseline)
 
 
 def incremental_state_bytes(incremental_state: Dict) -> int:
     """All tensor bytes held in a fairseq incremental state (any model)."""
-    total = 0
-    for buffer in incremental_state.values():
-        for value in (buffer or {}).values():
-            if torch.is_tensor(value):
-                total += value.numel() * value.element_size()
-    return total
+    return sum(value.numel() * value.element_size() for buffer in incremental_state.values()
+               for value in (buffer or {}).values() if torch.is_tensor(value))
 
 
 def _grow_state_to(incremental_state: Dict, prefix_len: int):
     """Give every buffer the size it has after ``prefix_len`` tokens (values are irrelevant).
-
     Softmax attention caches keys/values (``B x H x T x d_h``) and their padding mask; Memsizer
     keeps ``B x k x d`` sums and a count whatever ``T`` is. Building the state this way instead
-    of decoding ``prefix_len`` tokens keeps long prefixes affordable.
-    """
+    of decoding ``prefix_len`` tokens keeps long prefixes affordable."""
     for name, buffer in incremental_state.items():
         if not buffer:
             continue
         grown = {}
         for key, value in buffer.items():
             if torch.is_tensor(value) and key in ("prev_key", "prev_value"):
-                shape = list(value.shape)
-                shape[2] = prefix_len
+                shape = (*value.shape[:2], prefix_len, *value.shape[3:])
                 value = torch.randn(shape, dtype=value.dtype, device=value.device)
             elif torch.is_tensor(value) and key == "count":
                 value = torch.full_like(value, float(prefix_len))
@@ -149,46 +139,32 @@ def decode_step_time(model, prefix_len: int, batch: int, steps: int, device,
             model.decoder(tokens[:, : prefix_len + 2 + s], incremental_state=state)
 
     seconds = timed(run, device)
-    result = {
-        "seconds_per_token": seconds / steps,
-        "state_bytes_per_sentence": incremental_state_bytes(state) / batch,
-        "peak_bytes": peak_bytes(device),
-    }
+    result = {"seconds_per_token": seconds / steps,
+              "state_bytes_per_sentence": incremental_state_bytes(state) / batch,
+              "peak_bytes": peak_bytes(device)}
     if count_flops:
-        result["flops"] = counted_flops(
-            lambda: model.decoder(tokens[:, : prefix_len + 2 + steps], incremental_state=state)
-        ) / batch
+        result["flops"] = counted_flops(lambda: model.decoder(
+            tokens[:, : prefix_len + 2 + steps], incremental_state=state)) / batch
     return result
 
 
 @torch.no_grad()
-def beam_search_time(
-    model, src_len: int, out_len: int, batch: int, beam: int, device, with_state: bool = True,
-    clock: Callable[[], float] = time.perf_counter,
-) -> Dict:
+def beam_search_time(model, src_len: int, out_len: int, batch: int, beam: int, device,
+                     with_state: bool = True, clock: Callable = time.perf_counter) -> Dict:
     """fairseq's SequenceGenerator producing exactly ``out_len`` tokens per sentence (every
     hypothesis: ``min_len`` = ``max_len_b``, EOS is suppressed until then); ``with_state`` also
     measures the decoding state (one more, untimed, generation); ``clock`` times it."""
     vocab = model.decoder.dictionary
     src = random_words(model, batch, src_len, device)
     src[:, -1] = vocab.eos()
-    sample = {
-        "net_input": {
-            "src_tokens": src,
-            "src_lengths": torch.full((batch,), src_len, device=device),
-        }
-    }
-    generator = SequenceGenerator(
-        [model], vocab, beam_size=beam, max_len_a=0, max_len_b=out_len, min_len=out_len
-    )
+    lengths = torch.full((batch,), src_len, device=device)
+    sample = {"net_input": {"src_tokens": src, "src_lengths": lengths}}
+    generator = SequenceGenerator([model], vocab, beam_size=beam, max_len_a=0, max_len_b=out_len,
+                                  min_len=out_len)
     reset_peak(device)
     seconds = timed(lambda: generator.forward(sample), device, clock)
-    result = {
-        "seconds": seconds,
-        "sentences_per_second": batch / seconds,
-        "tokens_per_second": batch * out_len / seconds,
-        "peak_bytes": peak_bytes(device),
-    }
+    result = {"seconds": seconds, "sentences_per_second": batch / seconds,
+              "tokens_per_second": batch * out_len / seconds, "peak_bytes": peak_bytes(device)}
     if with_state:
         result["state_bytes_per_sentence"] = _largest_state_bytes(generator, sample) / batch
     return result
@@ -220,9 +196,8 @@ def lm_train_step(model, tokens: torch.Tensor, optimizer=None) -> torch.Tensor:
     first ``T``, cross-entropy against the next word over the vocabulary, backward, and the
     ``optimizer``'s update when one is given. Returns the (detached) loss."""
     logits, _ = model(tokens[:, :-1])
-    loss = torch.nn.functional.cross_entropy(
-        logits.float().view(-1, logits.size(-1)), tokens[:, 1:].reshape(-1)
-    )
+    loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)),
+                                             tokens[:, 1:].reshape(-1))
     loss.backward()
     if optimizer is not None:
         optimizer.step()
@@ -249,9 +224,5 @@ def train_step_time(model, seq_len: int, batch: int, device, count_flops: bool =
 def summarize(samples: List[float]) -> Dict:
     """Minimum, median and spread ((max - min) / min) of repeated timings."""
     best = min(samples)
-    return {
-        "min": best,
-        "median": statistics.median(samples),
-        "spread": (max(samples) - best) / best if best > 0 else 0.0,
-        "n": len(samples),
-    }
+    return {"min": best, "median": statistics.median(samples),
+            "spread": (max(samples) - best) / best if best > 0 else 0.0, "n": len(samples)}

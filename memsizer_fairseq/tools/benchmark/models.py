@@ -3,8 +3,7 @@ import types
 
 import torch
 import torch.nn.functional as F
-from fairseq import models as fairseq_models
-from fairseq import options
+from fairseq import models as fairseq_models, options
 from fairseq.data import Dictionary
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.modules import MultiheadAttention
@@ -21,14 +20,10 @@ def make_dictionary(size: int) -> Dictionary:
 
 
 def build(arch: str, dictionary: Dictionary, flags=(), task_name="translation"):
-    """``arch`` built as fairseq-train builds it: parse_args_and_arch, OmegaConf, build_model.
-
-    Only the dictionary comes from here instead of a data folder.
-    """
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
-        parser, ["unused-data-dir", "--task", task_name, "--arch", arch, *map(str, flags)]
-    )
+    """``arch`` built as fairseq-train builds it: parse_args_and_arch, OmegaConf, build_model;
+    only the dictionary comes from here instead of a data folder."""
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        "unused-data-dir", "--task", task_name, "--arch", arch, *map(str, flags)])
     cfg = convert_namespace_to_omegaconf(args)
     task = types.SimpleNamespace(source_dictionary=dictionary, target_dictionary=dictionary)
     return fairseq_models.build_model(cfg.model, task)
@@ -76,20 +71,13 @@ class NoAttention(torch.nn.Module):
         return incremental_state
 
 
-def remove_self_attention(model):
+def remove_attention(model, cross: bool = False):
+    """Every decoder self-attention removed, and with ``cross`` every cross-attention too (an
+    encoder-decoder model's bound; its encoder is left as it is)."""
     for layer in model.decoder.layers:
         layer.self_attn = NoAttention(layer.self_attn)
-    return model
-
-
-def remove_decoder_attention(model, cross: bool = True):
-    """An encoder-decoder model's bound: every decoder self-attention removed, and with
-    ``cross`` every cross-attention too (its encoder is left as it is)."""
-    remove_self_attention(model)
-    if cross:
-        for layer in model.decoder.layers:
-            if getattr(layer, "encoder_attn", None) is not None:
-                layer.encoder_attn = NoAttention(layer.encoder_attn)
+        if cross and getattr(layer, "encoder_attn", None) is not None:
+            layer.encoder_attn = NoAttention(layer.encoder_attn)
     return model
 
 
@@ -111,13 +99,9 @@ class SdpaSelfAttention(MultiheadAttention):
         if not attention.self_attention or attention.bias_k is not None or attention.add_zero_attn:
             raise ValueError("SdpaSelfAttention replaces plain self-attention only")
         weight = attention.q_proj.weight
-        new = cls(
-            attention.embed_dim,
-            attention.num_heads,
-            dropout=attention.dropout_module.p,
-            bias=attention.q_proj.bias is not None,
-            self_attention=True,
-        ).to(device=weight.device, dtype=weight.dtype)
+        new = cls(attention.embed_dim, attention.num_heads, dropout=attention.dropout_module.p,
+                  bias=attention.q_proj.bias is not None, self_attention=True,
+                  ).to(device=weight.device, dtype=weight.dtype)
         new.dropout_module.apply_during_inference = attention.dropout_module.apply_during_inference
         new.load_state_dict(attention.state_dict())
         return new.train(attention.training)
@@ -133,10 +117,9 @@ class SdpaSelfAttention(MultiheadAttention):
             and attn_mask is not None and tuple(attn_mask.shape) == (length, length)
         )
         if not fused:
-            return super().forward(
-                query, key, value, key_padding_mask, incremental_state, need_weights, static_kv,
-                attn_mask, before_softmax, need_head_weights,
-            )
+            return super().forward(query, key, value, key_padding_mask, incremental_state,
+                                   need_weights, static_kv, attn_mask, before_softmax,
+                                   need_head_weights)
 
         def heads(projection):  # T x B x C -> B x H x T x C/H
             return projection(query).view(length, batch, self.num_heads, -1).permute(1, 2, 0, 3)

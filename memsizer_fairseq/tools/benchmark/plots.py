@@ -8,10 +8,8 @@ from .report import BEAM_KINDS, DECODE_KINDS, TRAIN_KINDS, _t
 
 def _series(rows, x, y, **match):
     """(x values, y values) of the measured rows that match, sorted by x."""
-    points = sorted(
-        (r[x], y(r)) for r in rows
-        if "time" in r and all(r.get(k) == v for k, v in match.items())
-    )
+    points = sorted((r[x], y(r)) for r in rows
+                    if "time" in r and all(r.get(k) == v for k, v in match.items()))
     return [p[0] for p in points], [p[1] for p in points]
 
 
@@ -61,9 +59,6 @@ def plots(result: Dict, out_dir: str, figures: Optional[Dict] = None) -> List[st
             figures[name] = fig
         written.append(path)
 
-    def series(x, y, **match):
-        return _series(rows, x, y, **match)
-
     def label(ax, x, y, title, yscale="log", fontsize=None):
         """Every plot: a length on a log x axis against one quantity, a legend of the kinds."""
         ax.set(xscale="log", yscale=yscale, xlabel=f"{x} (tokens)", ylabel=y, title=title)
@@ -74,13 +69,14 @@ def plots(result: Dict, out_dir: str, figures: Optional[Dict] = None) -> List[st
 
     if any(r["section"] == "decode" for r in rows):
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-        for kind, (times, state) in decode_series(rows).items():
+        drawn = decode_series(rows)
+        for kind, (times, state) in drawn.items():
             ax1.plot(*times, marker="o", label=kind)
             if state is not None:
                 ax2.plot(*state, marker="o", label=kind)
         label(ax1, "prefix length", "ms per token", "Incremental decoding step")
         label(ax2, "prefix length", "KiB per sentence", "Incremental state")
-        stateless = [kind for kind, (_, state) in decode_series(rows).items() if state is None]
+        stateless = [kind for kind, (_, state) in drawn.items() if state is None]
         if stateless:  # nothing to draw on a log axis: said in the legend
             ax2.legend(title=f"not shown: {', '.join(stateless)} (no state, 0 bytes)",
                        title_fontsize=8)
@@ -89,15 +85,15 @@ def plots(result: Dict, out_dir: str, figures: Optional[Dict] = None) -> List[st
         fig, ax = plt.subplots(figsize=(6, 4))
         for batch in sorted({r["batch"] for r in rows if r["section"] == "beam"}):
             for kind, style in zip(BEAM_KINDS, ("-", ":", "--")):
-                xs, ys = series("out_len", lambda r: r["tokens_per_second"], section="beam",
-                                kind=kind, batch=batch)
+                xs, ys = _series(rows, "out_len", lambda r: r["tokens_per_second"],
+                                 section="beam", kind=kind, batch=batch)
                 ax.plot(xs, ys, style, marker="o", label=f"{kind}, batch {batch}")
         label(ax, "output length", "tokens / s", "Beam search generation", fontsize=7)
         save(fig, "beam.png")
     if any(r["section"] == "train" for r in rows):
         fig, ax = plt.subplots(figsize=(6, 4))
         for kind in TRAIN_KINDS:
-            xs, ys = series("seq_len", _t, section="train", kind=kind)
+            xs, ys = _series(rows, "seq_len", _t, section="train", kind=kind)
             if xs:
                 ax.plot(xs, ys, marker="o", label=kind)
         label(ax, "sequence length", "seconds per step", "Training step")

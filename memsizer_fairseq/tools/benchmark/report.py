@@ -29,8 +29,7 @@ def _t(row, stat: str = "min"):
     return row["time"][stat] if row and "time" in row else NAN
 
 
-def wide(rows: List[Dict], section: str, keys: Sequence[str], stat: str = "min"
-         ) -> pd.DataFrame:
+def wide(rows: List[Dict], section: str, keys: Sequence[str], stat: str = "min") -> pd.DataFrame:
     """A section's rows, one line per value of ``keys`` (sorted) and a column per (quantity,
     kind); ``seconds`` is each measurement's ``stat`` of its timings. Values keep their type
     (a peak that could not be measured stays None)."""
@@ -51,8 +50,7 @@ def ratio(a, b) -> float:
     return a / b
 
 
-def _ratio(a, b) -> List[float]:
-    """:func:`ratio` of each line."""
+def _ratio(a, b) -> List[float]:  # :func:`ratio` of each line
     return list(map(ratio, a, b))
 
 
@@ -200,8 +198,7 @@ def targets(rows: List[Dict]) -> List[Dict]:
     on the same network: ``bound_free``, the value if attention cost nothing (the no-attention
     network's time), and ``bound_flops``, the value if Memsizer ran at the no-attention
     network's rate of matrix-product FLOPs (its projections are extra products)."""
-    lengths = sorted({r["seq_len"] for r in rows if r["section"] == "train"})
-    longest = lengths[-1] if lengths else None
+    longest = max((r["seq_len"] for r in rows if r["section"] == "train"), default=None)
     m64 = _find(rows, section="decode", kind="memsizer", prefix_len=64)
     m1k, t1k, n1k = (_find(rows, section="decode", kind=kind, prefix_len=1024)
                      for kind in ("memsizer", "transformer", "no-attention"))

@@ -3,33 +3,29 @@
 import contextlib
 import gc
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import torch
 
 from . import measure
-from .models import (
-    build,
-    lm_flags,
-    make_dictionary,
-    remove_decoder_attention,
-    remove_self_attention,
-    seq2seq_flags,
-    set_causal_read,
-    use_sdpa_attention,
-)
+from .models import (build, lm_flags, make_dictionary, remove_attention, seq2seq_flags,
+                     set_causal_read, use_sdpa_attention)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 # language models: kind -> (--arch, what is changed after building it)
 LM_KINDS = {
+    # the causal read chosen by length
     "memsizer": ("memsizer_lm", None),
+    # the two-GEMM read ``((A L^T) o mask) R`` at every length
     "memsizer-quadratic": ("memsizer_lm", lambda model: set_causal_read(model, "quadratic")),
+    # the authors' ``T x B x k x d`` formulation
     "memsizer-authors": ("memsizer_lm", lambda model: set_causal_read(model, "authors")),
-    "transformer": ("transformer_lm", None),
+    "transformer": ("transformer_lm", None),  # fairseq's softmax attention
+    # the same weights through PyTorch's fused causal ``scaled_dot_product_attention``
     "transformer-sdpa": ("transformer_lm", use_sdpa_attention),
-    "no-attention": ("memsizer_lm", remove_self_attention),
+    "no-attention": ("memsizer_lm", remove_attention),
     # flash-linear-attention's kernels (CUDA): the chunked read in training and prefill, fla's
     # fused recurrent kernel for each decoding step (the layer's step follows its causal form)
     "memsizer-fla": ("memsizer_lm", lambda model: set_causal_read(model, "fla_chunk")),
@@ -38,45 +34,12 @@ LM_KINDS = {
 }
 # the kinds on flash-linear-attention's kernels: measured only where fla_available(device)
 FLA_KINDS = ("memsizer-fla",)
-
-
-def lm_model(kind: str, cfg: Dict, max_positions: int):
-    """A language model of ``cfg``'s size (``ffn``, ``dropout`` and Memsizer's ``slots`` are
-    optional), by kind: ``memsizer`` (the causal read chosen by length), ``memsizer-quadratic``
-    (the two-GEMM read ``((A L^T) o mask) R`` at every length), ``memsizer-authors`` (the
-    authors' ``T x B x k x d`` formulation), ``transformer`` (fairseq's softmax attention),
-    ``transformer-sdpa`` (the same weights through PyTorch's fused causal
-    ``scaled_dot_product_attention``), ``no-attention`` (self-attention removed),
-    ``memsizer-fla`` (flash-linear-attention's chunked kernel, and its recurrent kernel for a
-    decoding step) and ``memsizer-chunk`` (PyTorch's chunked read at every length)."""
-    arch, change = LM_KINDS[kind]
-    dictionary = make_dictionary(cfg["vocab"])
-    flags = lm_flags(cfg["dim"], cfg["layers"], cfg["heads"], cfg.get("ffn"),
-                     cfg.get("dropout", 0.0))
-    flags += ["--tokens-per-sample", max_positions, "--max-target-positions", max_positions]
-    if arch == "memsizer_lm" and cfg.get("slots"):
-        flags += ["--causal-proj-dim", cfg["slots"]]
-    model = build(arch, dictionary, flags, task_name="language_modeling")
-    if change is not None:
-        change(model)
-    return _place(model, cfg)
-
-
 # beam search: kind -> (--arch, extra flags)
 SEQ2SEQ_KINDS = {
     "memsizer": ("memsizer_transformer", []),
     "memsizer-softmax-cross": ("memsizer_transformer", ["--cross-attention", "softmax"]),
     "transformer": ("transformer", []),
 }
-
-
-def seq2seq_model(kind: str, cfg: Dict, max_positions: int):
-    dictionary = make_dictionary(cfg["vocab"])
-    arch, extra = SEQ2SEQ_KINDS[kind]
-    flags = seq2seq_flags(cfg["dim"], cfg["layers"], cfg["heads"], max_positions) + extra
-    return _place(build(arch, dictionary, flags), cfg)
-
-
 # beam search at the bound: kind -> (SEQ2SEQ_KINDS kind, what is removed: None, or whether the
 # cross-attention goes too)
 BOUND_KINDS = {
@@ -87,9 +50,31 @@ BOUND_KINDS = {
     # only the decoder self-attention removed: the softmax cross-attention stays
     "memsizer-softmax-cross-bound": ("memsizer-softmax-cross", False),
 }
-# (Memsizer, its bound) pairs whose ratio the section reports
-BOUND_PAIRS = (("memsizer", "memsizer-bound"),
-               ("memsizer-softmax-cross", "memsizer-softmax-cross-bound"))
+
+
+def _place(model, cfg):
+    return model.to(device=torch.device(cfg["device"]), dtype=DTYPES[cfg["dtype"]]).eval()
+
+
+def lm_model(kind: str, cfg: Dict, max_positions: int):
+    """A language model of ``cfg``'s size (``ffn``, ``dropout`` and Memsizer's ``slots`` are
+    optional) of a kind of :data:`LM_KINDS`."""
+    arch, change = LM_KINDS[kind]
+    flags = lm_flags(cfg["dim"], cfg["layers"], cfg["heads"], cfg.get("ffn"),
+                     cfg.get("dropout", 0.0))
+    flags += ["--tokens-per-sample", max_positions, "--max-target-positions", max_positions]
+    if arch == "memsizer_lm" and cfg.get("slots"):
+        flags += ["--causal-proj-dim", cfg["slots"]]
+    model = build(arch, make_dictionary(cfg["vocab"]), flags, task_name="language_modeling")
+    if change is not None:
+        change(model)
+    return _place(model, cfg)
+
+
+def seq2seq_model(kind: str, cfg: Dict, max_positions: int):
+    arch, extra = SEQ2SEQ_KINDS[kind]
+    flags = seq2seq_flags(cfg["dim"], cfg["layers"], cfg["heads"], max_positions) + extra
+    return _place(build(arch, make_dictionary(cfg["vocab"]), flags), cfg)
 
 
 _bound_models: Dict = {}
@@ -100,18 +85,11 @@ def bound_model(kind: str, bound: Dict, device: str, dtype: str):
     :data:`BOUND_KINDS`; built once per process (the profile reuses the measured models)."""
     key = (kind, repr(sorted(bound.items())), device, dtype)
     if key not in _bound_models:
-        _bound_models[key] = _build_bound_model(kind, bound, device, dtype)
+        base, cross = BOUND_KINDS[kind]
+        longest = max(max(pair) for pair in bound["lengths"]) + 64
+        model = seq2seq_model(base, dict(bound, device=device, dtype=dtype), longest)
+        _bound_models[key] = model if cross is None else remove_attention(model, cross=cross)
     return _bound_models[key]
-
-
-def _build_bound_model(kind: str, bound: Dict, device: str, dtype: str):
-    base, cross = BOUND_KINDS[kind]
-    cfg = dict(bound, device=device, dtype=dtype)
-    longest = max(max(pair) for pair in bound["lengths"]) + 64
-    model = seq2seq_model(base, cfg, longest)
-    if cross is not None:
-        remove_decoder_attention(model, cross=cross)
-    return model
 
 
 @contextlib.contextmanager
@@ -132,6 +110,18 @@ def _bound_search(model, src_len: int, out_len: int, bound: Dict, device, clock=
                                     device, with_state=False, clock=clock)
 
 
+def _interleaved(jobs: List[Dict], repeats: int, measure_one: Callable, progress) -> Dict:
+    """Every job ``repeats`` times, round-robin over the jobs: each job's results (by id) in
+    order; ``measure_one(job, first)`` is told the first round."""
+    results = {id(job): [] for job in jobs}
+    for repeat in range(repeats):
+        for job in jobs:
+            results[id(job)].append(measure_one(job, repeat == 0))
+            if progress:
+                progress.update(1)
+    return results
+
+
 def run_beam_bound(cfg: Dict, progress=None) -> List[Dict]:
     """The beam-bound section: every kind of :data:`BOUND_KINDS` at every (source, target)
     length of ``cfg["bound"]``, interleaved (round-robin over kinds and lengths, ``repeats``
@@ -141,18 +131,14 @@ def run_beam_bound(cfg: Dict, progress=None) -> List[Dict]:
     models = {kind: bound_model(kind, bound, cfg["device"], cfg["dtype"]) for kind in BOUND_KINDS}
     jobs = [dict(section="beam_bound", kind=kind, src_len=src, out_len=out)
             for src, out in bound["lengths"] for kind in BOUND_KINDS]
-    samples = {id(job): [] for job in jobs}
     with _threads(bound["threads"]):
-        for _ in range(bound["repeats"]):
-            for job in jobs:
-                result = _bound_search(models[job["kind"]], job["src_len"], job["out_len"],
-                                       bound, device, measure.cpu_clock(device))
-                samples[id(job)].append(result["seconds"])
-                job["peak_bytes"] = max(job.get("peak_bytes") or 0, result["peak_bytes"] or 0)
-                if progress:
-                    progress.update(1)
+        results = _interleaved(jobs, bound["repeats"], lambda job, first: _bound_search(
+            models[job["kind"]], job["src_len"], job["out_len"], bound, device,
+            measure.cpu_clock(device)), progress)
     for job in jobs:
-        job["time"] = measure.summarize(samples[id(job)])
+        found = results[id(job)]
+        job["peak_bytes"] = max(0, *(result["peak_bytes"] or 0 for result in found))
+        job["time"] = measure.summarize([result["seconds"] for result in found])
     return jobs
 
 
@@ -187,34 +173,15 @@ def profile_beam_bound(cfg: Dict, top: int = 10, rounds: int = 2) -> Dict:
     return found
 
 
-def _place(model, cfg):
-    model = model.to(device=torch.device(cfg["device"]), dtype=DTYPES[cfg["dtype"]])
-    return model.eval()
-
-
-def _max_positions(cfg):
-    return max(cfg["prefix_lengths"] + cfg["train_lengths"] + cfg["out_lengths"]) + 64
-
-
-def _measure(job: Dict, model, first: bool) -> Dict:
+def _measure(job: Dict, cfg: Dict, model, first: bool) -> Dict:
     """One measurement of one configuration (sizes that do not vary only at the ``first``)."""
-    cfg = job["cfg"]
     device = torch.device(cfg["device"])
-    section = job["section"]
-    if section == "decode":
-        return measure.decode_step_time(
-            model, job["prefix_len"], cfg["batch"], cfg["steps"], device, count_flops=first
-        )
-    if section == "beam":
-        return measure.beam_search_time(
-            model,
-            cfg["src_len"],
-            job["out_len"],
-            job["batch"],
-            cfg["beam"],
-            device,
-            with_state=first,
-        )
+    if job["section"] == "decode":
+        return measure.decode_step_time(model, job["prefix_len"], cfg["batch"], cfg["steps"],
+                                        device, count_flops=first)
+    if job["section"] == "beam":
+        return measure.beam_search_time(model, cfg["src_len"], job["out_len"], job["batch"],
+                                        cfg["beam"], device, with_state=first)
     return measure.train_step_time(model, job["seq_len"], cfg["train_batch"], device,
                                    count_flops=first)
 
@@ -223,14 +190,13 @@ def jobs_for(cfg: Dict) -> List[Dict]:
     jobs = []
     fla = list(FLA_KINDS) if cfg.get("fla") else []
     if "decode" in cfg["sections"]:
-        for prefix_len in cfg["prefix_lengths"]:
-            for kind in ["memsizer", *fla, "transformer", "no-attention"]:
-                jobs.append(dict(section="decode", kind=kind, prefix_len=prefix_len))
+        jobs += [dict(section="decode", kind=kind, prefix_len=prefix_len)
+                 for prefix_len in cfg["prefix_lengths"]
+                 for kind in ["memsizer", *fla, "transformer", "no-attention"]]
     if "beam" in cfg["sections"]:
-        for out_len in cfg["out_lengths"]:
-            for batch in cfg["beam_batches"]:
-                for kind in SEQ2SEQ_KINDS:
-                    jobs.append(dict(section="beam", kind=kind, out_len=out_len, batch=batch))
+        jobs += [dict(section="beam", kind=kind, out_len=out_len, batch=batch)
+                 for out_len in cfg["out_lengths"] for batch in cfg["beam_batches"]
+                 for kind in SEQ2SEQ_KINDS]
     if "train" in cfg["sections"]:
         for seq_len in cfg["train_lengths"]:
             kinds = ["memsizer", *fla, "transformer", "transformer-sdpa", "no-attention"]
@@ -238,10 +204,7 @@ def jobs_for(cfg: Dict) -> List[Dict]:
                 kinds.insert(1, "memsizer-chunk")
             if seq_len <= cfg["authors_max_len"]:
                 kinds.append("memsizer-authors")
-            for kind in kinds:
-                jobs.append(dict(section="train", kind=kind, seq_len=seq_len))
-    for job in jobs:
-        job["cfg"] = cfg
+            jobs += [dict(section="train", kind=kind, seq_len=seq_len) for kind in kinds]
     return jobs
 
 
@@ -258,42 +221,29 @@ def run(cfg: Dict, progress=None) -> List[Dict]:
     # every measurement starts with a full collection (measure.reset_peak); the objects that
     # torch's and fairseq's imports left behind are moved out of its way (0.2 s -> ms per call)
     gc.freeze()
-    rows = _run_jobs(cfg, progress)
-    if "beam_bound" in cfg["sections"]:
-        rows += run_beam_bound(cfg, progress)
-    return rows
-
-
-def _run_jobs(cfg: Dict, progress=None) -> List[Dict]:
     jobs = jobs_for(cfg)
-    models = {}
+    max_positions = max(cfg["prefix_lengths"] + cfg["train_lengths"] + cfg["out_lengths"]) + 64
+    models = {}  # (whether a beam-search model, kind) -> model
     for job in jobs:
-        key = ("beam" if job["section"] == "beam" else "lm", job["kind"])
+        key = (job["section"] == "beam", job["kind"])
         if key not in models:
-            builder = seq2seq_model if key[0] == "beam" else lm_model
-            models[key] = builder(job["kind"], cfg, _max_positions(cfg))
-        job["model_key"] = key
-    samples = {id(job): [] for job in jobs}
-    extra = {}
-    for repeat in range(cfg["repeats"]):
-        for job in jobs:
-            result = _measure(job, models[job["model_key"]], first=repeat == 0)
-            time_key = "seconds_per_token" if job["section"] == "decode" else "seconds"
-            samples[id(job)].append(result[time_key])
-            previous = extra.get(id(job), {})
-            if result.get("peak_bytes") is not None:
-                result["peak_bytes"] = max(result["peak_bytes"], previous.get("peak_bytes") or 0)
-            extra[id(job)] = {**previous, **result}
-            if progress:
-                progress.update(1)
+            models[key] = (seq2seq_model if key[0] else lm_model)(job["kind"], cfg, max_positions)
+    results = _interleaved(jobs, cfg["repeats"], lambda job, first: _measure(
+        job, cfg, models[job["section"] == "beam", job["kind"]], first), progress)
     rows = []
     for job in jobs:
-        row = {k: v for k, v in job.items() if k not in ("cfg", "model_key")}
-        row.update({k: v for k, v in extra[id(job)].items() if not k.startswith("seconds")})
-        row["time"] = measure.summarize(samples[id(job)])
+        row = dict(job)
+        for result in results[id(job)]:  # the fields of every round, the largest peak
+            if result.get("peak_bytes") is not None:
+                result["peak_bytes"] = max(result["peak_bytes"], row.get("peak_bytes") or 0)
+            row.update({k: v for k, v in result.items() if not k.startswith("seconds")})
+        time_key = "seconds_per_token" if job["section"] == "decode" else "seconds"
+        row["time"] = measure.summarize([result[time_key] for result in results[id(job)]])
         if row["section"] == "beam":
             seconds = row["time"]["min"]
             row["sentences_per_second"] = job["batch"] / seconds
             row["tokens_per_second"] = job["batch"] * job["out_len"] / seconds
         rows.append(row)
+    if "beam_bound" in cfg["sections"]:
+        rows += run_beam_bound(cfg, progress)
     return rows

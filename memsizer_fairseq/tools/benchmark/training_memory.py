@@ -1,19 +1,9 @@
 """``python -m memsizer_fairseq.tools.benchmark.training_memory``: a language model's
 training-step time and peak memory per sequence length, one fresh process per configuration.
 
-Not a test. The same model, built as ``fairseq-train`` builds it (:mod:`.runner`, :mod:`.models`),
-in kinds that differ only in the attention:
-
-* ``transformer`` -- fairseq's ``transformer_lm`` (softmax attention);
-* ``transformer-sdpa`` -- the same, its self-attention computed by PyTorch's fused
-  ``scaled_dot_product_attention(..., is_causal=True)``;
-* ``memsizer`` -- ``memsizer_lm`` as shipped (the causal read chosen by length: two GEMMs up to
-  the device's ``QUADRATIC_MAX_LEN_BY_DEVICE``, linear-time chunked prefix sums above);
-* ``memsizer-quadratic`` -- ``memsizer_lm`` with the two-GEMM read ``((A L^T) o mask) R`` at
-  every length (O(T^2 (k + d)) time, a ``T x T`` matrix per layer);
-* ``memsizer-authors`` -- ``memsizer_lm`` with the authors' formulation (a ``T x B x k x d``
-  tensor of per-position memories and a ``T x T`` mixing: O(T^2 k d) time, O(T k d) memory per
-  layer).
+Not a test. The same model, built as ``fairseq-train`` builds it (:func:`.runner.lm_model`), in
+kinds that differ only in the attention (:data:`.runner.LM_KINDS`; commands and results:
+docs/benchmark/README.md).
 
 Every (kind, length) runs in a fresh child process, forked from this driver once it has imported
 torch and fairseq (the driver runs no tensor operation and does not initialise CUDA), so that
@@ -23,13 +13,9 @@ allocated then. The children are interleaved -- all kinds of one length, then th
 and with ``--rounds 2`` a second pass in the opposite order. A training step is forward,
 cross-entropy over the vocabulary, backward and an Adam update; its time is the median over the
 timed steps (after the warm-up steps) of all rounds.
-
-    python -m memsizer_fairseq.tools.benchmark.training_memory            # 512 .. 8192, d 256, CPU
-    python -m memsizer_fairseq.tools.benchmark.training_memory --quick    # seconds
-    python -m memsizer_fairseq.tools.benchmark.training_memory --device cuda --dtype bf16 \\
-        --dim 1024 --layers 4 --heads 16 --lengths 1024,2048,4096,8192,16384
 """
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -50,9 +36,6 @@ KIND_CHOICES = tuple(report.TRAIN_KINDS)
 # --quick: these defaults instead (flags given on the command line still win)
 QUICK = dict(lengths=[256, 512], dim=64, layers=1, heads=2, vocab=256, steps=1, warmup=1,
              rounds=1)
-
-
-# -- one configuration, in its own process ------------------------------------------------------
 
 
 def train_steps(cfg: Dict) -> Dict:
@@ -106,11 +89,8 @@ def in_fresh_process(fn: Callable, *args, timeout_s: float):
     proc.start()
     send.close()
     result = None
-    if receive.poll(timeout_s):
-        try:
-            result = receive.recv()
-        except EOFError:
-            result = None
+    with contextlib.suppress(EOFError):
+        result = receive.recv() if receive.poll(timeout_s) else None
     proc.join(5)
     if proc.is_alive():
         proc.kill()
@@ -120,13 +100,6 @@ def in_fresh_process(fn: Callable, *args, timeout_s: float):
     if result is None:
         return {"error": f"child died (exit code {proc.exitcode})"}
     return result
-
-
-def _cuda_device_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-# -- the driver ----------------------------------------------------------------------------------
 
 
 def merge(results: List[Dict]) -> List[Dict]:
@@ -188,14 +161,14 @@ def parse(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     arguments.check_heads(p, args.dim, args.heads)
     if args.out:
-        arguments.check_output_file(p, "--out", args.out)
+        arguments.check_output(p, "--out", args.out)
     # The driver must not initialise CUDA (its children are forked): a child looks.
     arguments.check_device(p, args.device, lambda: _device_count_in_child(args.timeout_s))
     return args
 
 
 def _device_count_in_child(timeout_s: float) -> int:
-    found = in_fresh_process(_cuda_device_count, timeout_s=timeout_s)
+    found = in_fresh_process(arguments.cuda_device_count, timeout_s=timeout_s)
     return found if isinstance(found, int) else 0
 
 
@@ -208,8 +181,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     gc.freeze()  # the children's full collections (measure.reset_peak) skip what imports left
 
     cfg = vars(args)
+    skipped = [length for length in args.lengths
+               if "memsizer-authors" in args.kinds and length > args.authors_max_len]
     plan = [(length, kind) for length in args.lengths for kind in args.kinds
-            if not (kind == "memsizer-authors" and length > args.authors_max_len)]
+            if not (kind == "memsizer-authors" and length in skipped)]
     results = []
     started = time.time()
     for round_index in range(args.rounds):
@@ -223,13 +198,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 + ("n/a" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 2**20:.0f} MiB"))
             print(f"[{time.time() - started:6.0f}s] round {round_index + 1} {kind:>18} "
                   f"T={length:<6} {shown}", file=sys.stderr, flush=True)
-    rows = merge(results)
-    rows += [
+    rows = merge(results) + [
         dict(section="train", kind="memsizer-authors", seq_len=length,
              error=f"skipped: above --authors-max-len {args.authors_max_len} (O(T^2 k d))")
-        for length in args.lengths
-        if "memsizer-authors" in args.kinds and length > args.authors_max_len
-    ]
+        for length in skipped]
     table = "\n".join(report.train_table(rows, stat="median"))
     params = {r["kind"]: r["params"] for r in rows if "params" in r}
     print(f"Training step, {args.device} {args.dtype}, threads {args.threads}: d={args.dim}, "
