@@ -38,17 +38,14 @@ class Layout:
         return os.path.join(directory, self.pattern[:-len(".{side}")].format(split=split))
 
     def preprocess_args(self, directory: str) -> Args:
-        """fairseq-preprocess's flags for the splits in ``directory``: source and target
-        prefixes with one joined dictionary, or (one side) each split's file as its own
-        prefix."""
-        if self.paired:
-            prefix = lambda split: self.prefix(directory, split)  # noqa: E731
-            langs: Args = {"--source-lang": self.sides[0], "--target-lang": self.sides[1],
-                           "--joined-dictionary": True}
-        else:
-            prefix = lambda split: self.file(directory, split, self.sides[0])  # noqa: E731
-            langs = {"--only-source": True}
-        return {**langs, **{f"--{split}pref": prefix(split) for split in SPLITS}}
+        """fairseq-preprocess's flags: source and target prefixes with one joined dictionary,
+        or (one side) each split's file as its own prefix."""
+        if not self.paired:
+            return {"--only-source": True, **{f"--{split}pref": self.file(
+                directory, split, self.sides[0]) for split in SPLITS}}
+        return {"--source-lang": self.sides[0], "--target-lang": self.sides[1],
+                "--joined-dictionary": True,
+                **{f"--{split}pref": self.prefix(directory, split) for split in SPLITS}}
 
     def files(self, directory: str) -> List[str]:
         return [self.file(directory, split, side) for split in SPLITS for side in self.sides]
@@ -73,10 +70,10 @@ class Layout:
 
     def encode(self, raw_dir: str, out_dir: str, options: dict, workers: int = 1,
                lines: Optional[Dict[str, int]] = None) -> str:
-        """One sentencepiece model learned on the training text of every side together
-        (``out_dir/spm.model``, ``options``: :func:`.toolkit.sentencepiece.bpe_options`), and the
-        pieces of every split in this layout in ``out_dir`` (of a split's first ``lines[split]``
-        lines where given); returns the model's path."""
+        """One sentencepiece model (``out_dir/spm.model``, ``options``:
+        :func:`.toolkit.sentencepiece.bpe_options`) learned on the training text of every side
+        together, and the pieces of every split in ``out_dir`` (of a split's first
+        ``lines[split]`` lines where given); returns the model's path."""
         model = os.path.join(out_dir, "spm.model")
         processor = sentencepiece.learn_bpe(
             [self.file(raw_dir, "train", side) for side in self.sides], model, options)
@@ -118,10 +115,8 @@ class Measure:
         return f"{value - reference:+.2f}"
 
     def describe_tolerance(self) -> str:
-        direction = "below" if self.higher_is_better else "above"
-        if self.relative:
-            return f"{100 * self.tolerance:.0f}% {direction} it"
-        return f"{self.tolerance:.1f} {direction} it"
+        amount = f"{100 * self.tolerance:.0f}%" if self.relative else f"{self.tolerance:.1f}"
+        return f"{amount} {'below' if self.higher_is_better else 'above'} it"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ error ``||y_memsizer - y_softmax|| / ||y_softmax||`` of every layer is measured 
 batches of the validation split before and after.
 """
 import argparse
+import functools
 import math
 import os
 import time
@@ -29,6 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from .toolkit.plugin import MemsizerAttention
+
+Pairs = Dict[str, Tuple[nn.Module, MemsizerAttention]]  # layer -> (teacher's, student's)
+Calls = Dict[str, Tuple[Dict, Tensor]]  # layer -> (inputs of the teacher's last call, output)
 
 
 class TransferError(ValueError):
@@ -57,16 +61,6 @@ class TransferResult:
                            for name in self.before}}
 
 
-def check_data_dir(data: str):
-    """A fairseq data directory with a binarized training split, else TransferError."""
-    if not os.path.isdir(data):
-        raise TransferError(f"--data {data}: no such directory")
-    names = os.listdir(data)
-    if not any(name.startswith("train") and name.endswith(".bin") for name in names):
-        raise TransferError(f"--data {data}: no binarized training split (train*.bin; "
-                            "the output folder of fairseq-preprocess)")
-
-
 def load_teacher(checkpoint: str, data: str):
     """The Transformer of ``checkpoint`` in evaluation mode and its task, reading ``data``."""
     from fairseq import checkpoint_utils
@@ -79,8 +73,7 @@ def load_teacher(checkpoint: str, data: str):
     return teacher, task
 
 
-def paired_layers(teacher: nn.Module, student: nn.Module) -> Dict[str, Tuple[nn.Module,
-                                                                             MemsizerAttention]]:
+def paired_layers(teacher: nn.Module, student: nn.Module) -> Pairs:
     """Each Memsizer attention layer of ``student`` with the teacher's layer at its place."""
     teacher_modules = dict(teacher.named_modules())
     pairs = {}
@@ -94,11 +87,6 @@ def paired_layers(teacher: nn.Module, student: nn.Module) -> Dict[str, Tuple[nn.
     return pairs
 
 
-def transfer_parameters(pairs) -> List[nn.Parameter]:
-    """The Memsizer layers' own parameters (everything else stays frozen)."""
-    return [p for _, (_, layer) in sorted(pairs.items()) for p in layer.parameters()]
-
-
 def batches(task, split: str, settings: TransferSettings, max_positions,
             shuffle: bool) -> Iterator[Dict]:
     """Batches of ``split`` without end (epoch after epoch) when shuffled, else one pass."""
@@ -110,67 +98,46 @@ def batches(task, split: str, settings: TransferSettings, max_positions,
             task.dataset(split), max_tokens=settings.max_tokens, max_positions=max_positions,
             ignore_invalid_inputs=True, seed=settings.seed, epoch=epoch,
             disable_iterator_cache=True).next_epoch_itr(shuffle=shuffle)
-        for sample in iterator:
-            if sample:
-                yield sample
+        yield from (sample for sample in iterator if sample)
         if not shuffle:
             return
         epoch += 1
 
 
-class Recorder:
-    """Forward hooks on the teacher's attention layers: for each, the inputs of its last call
-    (query, key, key padding mask, attention mask) and its output."""
-
-    def __init__(self, pairs):
-        self.calls: Dict[str, Tuple[Dict, Tensor]] = {}
-        self.handles = [teacher_layer.register_forward_hook(self._hook(name), with_kwargs=True)
-                        for name, (teacher_layer, _) in pairs.items()]
-
-    def _hook(self, name: str) -> Callable:
-        def record(module, args, kwargs, output):
-            given = dict(zip(("query", "key", "value", "key_padding_mask"), args), **kwargs)
-            inputs = {k: given.get(k) for k in ("query", "key", "key_padding_mask", "attn_mask")}
-            self.calls[name] = (inputs, output[0])
-        return record
-
-    def remove(self):
-        for handle in self.handles:
-            handle.remove()
+def _record(calls: Calls, name: str, module, args, kwargs, output):
+    """A teacher layer's forward hook: its query, key, key padding mask, attention mask and
+    output into ``calls[name]``."""
+    given = dict(zip(("query", "key", "value", "key_padding_mask"), args), **kwargs)
+    inputs = {k: given.get(k) for k in ("query", "key", "key_padding_mask", "attn_mask")}
+    calls[name] = (inputs, output[0])
 
 
-def query_keep(sample: Dict, name: str, pad: int) -> Tensor:
-    """``T x B``, True at the real positions of the sequence that reads in layer ``name``."""
-    net_input = sample["net_input"]
-    if name.startswith("decoder.") and "prev_output_tokens" in net_input:
-        tokens = net_input["prev_output_tokens"]
-    else:
-        tokens = net_input["src_tokens"]
-    return tokens.ne(pad).t()
-
-
-def layer_errors(teacher, pairs, recorder: Recorder, sample: Dict, pad: int
+def layer_errors(teacher, pairs: Pairs, calls: Calls, sample: Dict, pad: int
                  ) -> Dict[str, Tuple[Tensor, Tensor]]:
     """For each layer: ``(sum of squared differences, sum of squared teacher outputs)`` over the
     real query positions of ``sample`` (a graph to the Memsizer parameters when enabled)."""
     with torch.no_grad():
         teacher(**sample["net_input"])
-    sums = {}
+    net_input, sums = sample["net_input"], {}
     for name, (_, layer) in pairs.items():
-        inputs, target = recorder.calls[name]
+        inputs, target = calls[name]
         key = inputs["key"]
         output, _ = layer(inputs["query"], key, key, key_padding_mask=inputs["key_padding_mask"],
                           attn_mask=inputs["attn_mask"])
-        keep = query_keep(sample, name, pad).unsqueeze(-1).to(output.dtype)
+        # T x B, True at the real positions of the sequence that reads in this layer
+        decoder = name.startswith("decoder.") and "prev_output_tokens" in net_input
+        keep = net_input["prev_output_tokens" if decoder else "src_tokens"].ne(pad).t()
+        keep = keep.unsqueeze(-1).to(output.dtype)
         sums[name] = (((output - target) * keep).pow(2).sum(), (target * keep).pow(2).sum())
     return sums
 
 
-def relative_errors(teacher, pairs, recorder, samples: List[Dict], pad: int) -> Dict[str, float]:
+def relative_errors(teacher, pairs: Pairs, calls: Calls, samples: List[Dict], pad: int
+                    ) -> Dict[str, float]:
     totals = {name: [0.0, 0.0] for name in pairs}
     with torch.no_grad():
         for sample in samples:
-            for name, (diff, ref) in layer_errors(teacher, pairs, recorder, sample, pad).items():
+            for name, (diff, ref) in layer_errors(teacher, pairs, calls, sample, pad).items():
                 totals[name][0] += float(diff)
                 totals[name][1] += float(ref)
     return {name: math.sqrt(diff / max(ref, 1e-30)) for name, (diff, ref) in totals.items()}
@@ -183,7 +150,7 @@ def transfer_attention(teacher, student, task, settings: TransferSettings,
     from fairseq import utils
 
     pairs = paired_layers(teacher, student)
-    parameters = transfer_parameters(pairs)
+    parameters = [p for _, (_, layer) in sorted(pairs.items()) for p in layer.parameters()]
     frozen = [p for p in student.parameters() if all(p is not q for q in parameters)]
     for parameter in frozen:
         parameter.requires_grad_(False)
@@ -191,34 +158,36 @@ def transfer_attention(teacher, student, task, settings: TransferSettings,
     pad = task.target_dictionary.pad()
     max_positions = utils.resolve_max_positions(task.max_positions(), teacher.max_positions(),
                                                 student.max_positions())
-    recorder = Recorder(pairs)
+    calls: Calls = {}
+    handles = [teacher_layer.register_forward_hook(functools.partial(_record, calls, name),
+                                                   with_kwargs=True)
+               for name, (teacher_layer, _) in pairs.items()]
     started = time.perf_counter()
     try:
         held_out = list(batches(task, "valid", settings, max_positions, shuffle=False))
         held_out = held_out[:settings.valid_batches]
         result = TransferResult(settings.updates, 0.0)
-        result.before = relative_errors(teacher, pairs, recorder, held_out, pad)
+        result.before = relative_errors(teacher, pairs, calls, held_out, pad)
         optimizer = torch.optim.Adam(parameters, lr=settings.lr, betas=(0.9, 0.98))
-        warmup = max(1, settings.updates // 10)
+        tenth = max(1, settings.updates // 10)  # the warm-up, and how often the loss is logged
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(
-            (step + 1) / warmup, 0.5 * (1 + math.cos(math.pi * step / settings.updates))))
+            (step + 1) / tenth, 0.5 * (1 + math.cos(math.pi * step / settings.updates))))
         torch.manual_seed(settings.seed)
         training = batches(task, "train", settings, max_positions, shuffle=True)
-        shown = max(1, settings.updates // 10)
         for update in range(1, settings.updates + 1):
-            sums = layer_errors(teacher, pairs, recorder, next(training), pad)
-            loss = torch.stack([diff / ref.clamp(min=1e-30) for diff, ref in sums.values()])
-            loss = loss.mean()
+            sums = layer_errors(teacher, pairs, calls, next(training), pad)
+            loss = torch.stack([diff / ref.clamp(min=1e-30) for diff, ref in sums.values()]).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            if update % shown == 0 or update == settings.updates:
+            if update % tenth == 0 or update == settings.updates:
                 log(f"transfer update {update}/{settings.updates}: mean relative squared error "
                     f"{loss.item():.4f}")
-        result.after = relative_errors(teacher, pairs, recorder, held_out, pad)
+        result.after = relative_errors(teacher, pairs, calls, held_out, pad)
     finally:
-        recorder.remove()
+        for handle in handles:
+            handle.remove()
         for parameter in frozen:
             parameter.requires_grad_(True)
     result.seconds = time.perf_counter() - started
@@ -240,18 +209,22 @@ def add_transfer_args(parser: argparse.ArgumentParser):
 
 
 def transfer_settings(args: argparse.Namespace, seed: int) -> Optional[TransferSettings]:
-    """The settings the flags ask for (None without --data); bad values name their flag."""
+    """The settings the flags ask for (None without --data); bad values name their flag, and
+    ``--data`` must be a fairseq data directory with a binarized training split."""
     if args.data is None:
         if args.transfer_updates is not None:
             raise TransferError("--transfer-updates needs --data (the training data)")
         return None
-    settings = TransferSettings(
-        updates=TransferSettings.updates if args.transfer_updates is None
-        else args.transfer_updates, lr=args.transfer_lr, max_tokens=args.transfer_max_tokens,
-        seed=seed)
+    updates = TransferSettings.updates if args.transfer_updates is None else args.transfer_updates
+    settings = TransferSettings(updates, args.transfer_lr, args.transfer_max_tokens, seed)
     for flag, value in (("--transfer-updates", settings.updates), ("--transfer-lr", settings.lr),
                         ("--transfer-max-tokens", settings.max_tokens)):
         if not value > 0:
             raise TransferError(f"{flag} must be positive, got {value}")
-    check_data_dir(args.data)
+    if not os.path.isdir(args.data):
+        raise TransferError(f"--data {args.data}: no such directory")
+    if not any(name.startswith("train") and name.endswith(".bin")
+               for name in os.listdir(args.data)):
+        raise TransferError(f"--data {args.data}: no binarized training split (train*.bin; "
+                            "the output folder of fairseq-preprocess)")
     return settings

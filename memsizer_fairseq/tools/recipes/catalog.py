@@ -5,7 +5,7 @@ from typing import Dict, List, Optional
 
 from .. import tasks
 from ..tasks import Layout, Task
-from ..toolkit.flags import Args, Value, merge_args
+from ..toolkit.flags import Args, merge_args
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,6 @@ class Recipe:
     evaluate: Args  # fairseq-generate / -eval-lm flags over the task's
     tiny: Tiny
     tiny_style: Optional[str] = None  # the synthetic corpus's style (default: the task's)
-    preprocess: Args = field(default_factory=dict)
-    spm_options: Dict[str, Value] = field(default_factory=dict)
-
-    def evaluate_flags(self) -> Args:
-        return merge_args(self.task.generation, self.evaluate)
 
 
 # Flags every --tiny run adds (CPU, quiet, small checkpoints) or drops (GPU-only, big batches).
@@ -45,7 +40,6 @@ TINY_COMMON: Args = {
 }
 TINY_GENERATE: Args = {"--cpu": True, "--batch-size": 50, "--num-workers": 0}
 
-# --- translation -------------------------------------------------------------------------
 # The paper's WMT16 En-De run: Transformer-big, Memsizer in the decoder (k 4 / 32,
 # init scales 8 / 8 = the arch defaults), Adam (0.9, 0.98), lr 5e-4, inverse_sqrt with 4000
 # warm-up updates, dropout 0.3, label smoothing 0.1, 3584 tokens x 16, fp16, 90k updates;
@@ -95,18 +89,15 @@ IWSLT14_DE_EN = Recipe(
               evaluate=_MT_TINY_EVALUATE),
 )
 
-# --- summarization -----------------------------------------------------------------------
 # The paper gives no summarization hyper-parameters: these are the MT settings above on the
 # Transformer-base-sized summarization preset, with BART's decoding settings per data set.
 _SUM_TRAIN: Args = {
     "--task": "summarization", "--truncate-source": "true",
     "--max-source-positions": 1024, "--max-target-positions": 1024,
     "--arch": "memsizer_transformer_summarization",
-    "--optimizer": "adam", "--adam-betas": "(0.9, 0.98)", "--clip-norm": 0.0,
-    "--lr": 5e-4, "--lr-scheduler": "inverse_sqrt", "--warmup-updates": 4000,
-    "--warmup-init-lr": 1e-07, "--dropout": 0.1, "--weight-decay": 0.0,
-    "--criterion": "label_smoothed_cross_entropy", "--label-smoothing": 0.1,
-    "--max-tokens": 8192, "--update-freq": 8, "--fp16": True, "--max-update": 100000,
+    **{flag: value for flag, value in _MT_TRAIN.items()
+       if flag not in ("--task", "--arch", "--share-all-embeddings")},
+    "--dropout": 0.1, "--max-tokens": 8192, "--update-freq": 8, "--max-update": 100000,
     "--skip-invalid-size-inputs-valid-test": True,
 }
 _SUM_TINY_TRAIN: Args = {
@@ -137,7 +128,6 @@ XSUM = replace(
           "one-sentence summary per line",
 )
 
-# --- language modelling --------------------------------------------------------------------
 # The paper's Wikitext-103 run: Baevski & Auli's adaptive-input model with 32 layers and
 # layerdrop 0.2 (memsizer_lm_wiki103), Memsizer in every layer (k 32, scales 32 / 1), 512 tokens
 # per sample, dropout 0.2, NAG with the cosine schedule, fp16 from loss scale 8, seed 8: the

@@ -29,10 +29,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[RecipeResult]:
         description="Data preparation, training and evaluation of a Memsizer recipe "
         f"({', '.join(names)}).",
     )
-    if len(names) == 1:
-        parser.add_argument("recipe", nargs="?", default=names[0], choices=names)
-    else:
-        parser.add_argument("recipe", choices=names)
+    single = {"nargs": "?", "default": names[0]} if len(names) == 1 else {}
+    parser.add_argument("recipe", choices=names, **single)
     parser.add_argument("--tiny", action="store_true",
                         help="run on a small synthetic corpus the recipe builds (minutes, CPU)")
     parser.add_argument("--raw-dir", help="folder with the raw text files (see the README)")
@@ -49,10 +47,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[RecipeResult]:
     recipe = RECIPES[args.recipe]
     work_dir = args.work_dir or os.path.join(
         fairseq_cli.REPO_ROOT, "runs", recipe.name + ("-tiny" if args.tiny else ""))
-    runner = Runner(recipe, work_dir, raw_dir=args.raw_dir, tiny=args.tiny,
-                    workers=args.workers, dry_run=args.dry_run,
-                    extra_train=shlex.split(args.train_args),
-                    extra_evaluate=shlex.split(args.evaluate_args))
+    runner = Runner(recipe, work_dir, args.raw_dir, args.tiny, args.workers, args.dry_run,
+                    shlex.split(args.train_args), shlex.split(args.evaluate_args))
     try:
         return runner.run()
     except (FileNotFoundError, ValueError, fairseq_cli.FairseqCommandError) as error:

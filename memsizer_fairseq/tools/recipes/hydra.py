@@ -9,7 +9,6 @@ from .catalog import RECIPES, TINY_COMMON, Recipe
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
-# --- fairseq-hydra-train configs ------------------------------------------------------------
 # Where a value lives: fairseq's own groups first (tasks, criterions and schedulers repeat some
 # of their fields, e.g. ``seed``, ``lr``, ``max_update``, as interpolations), then the
 # registries' groups; what no group has belongs to the (legacy) model.
@@ -17,6 +16,8 @@ _HYDRA_GROUPS = ("common", "dataset", "optimization", "checkpoint", "distributed
                  "task", "criterion", "optimizer", "lr_scheduler")
 _HYDRA_NAMED = {"--task": "task", "--arch": "model", "--criterion": "criterion",
                 "--optimizer": "optimizer", "--lr-scheduler": "lr_scheduler"}
+_HYDRA_ORDER = ("common", "task", "model", "criterion", "optimizer", "lr_scheduler",
+                "optimization", "dataset", "checkpoint", "distributed_training")
 
 
 def hydra_config(recipe: Recipe, tiny: bool = False) -> Dict[str, Dict]:
@@ -45,19 +46,11 @@ def hydra_config(recipe: Recipe, tiny: bool = False) -> Dict[str, Dict]:
             out.setdefault(_HYDRA_NAMED[flag], {})["_name"] = name
             continue
         key = flag[2:].replace("-", "_")
-        for group in _HYDRA_GROUPS:
-            value = groups[group].get(key, MISSING_KEY)
-            if value is not MISSING_KEY:
-                break
-        else:
-            group, value = "model", getattr(args, key)  # legacy model: the flat namespace
+        group = next((group for group in _HYDRA_GROUPS if key in groups[group]), "model")
+        # the legacy model's values: the flat namespace
+        value = getattr(args, key) if group == "model" else groups[group][key]
         out.setdefault(group, {})[key] = value
-    order = ("common", "task", "model", "criterion", "optimizer", "lr_scheduler",
-             "optimization", "dataset", "checkpoint", "distributed_training")
-    return {group: out[group] for group in order if group in out}
-
-
-MISSING_KEY = object()
+    return {group: out[group] for group in _HYDRA_ORDER if group in out}
 
 
 def hydra_yaml(recipe: Recipe, tiny: bool = False) -> str:
@@ -83,8 +76,7 @@ def write_configs(config_dir: str = CONFIG_DIR) -> List[str]:
     os.makedirs(config_dir, exist_ok=True)
     paths = []
     for recipe in RECIPES.values():
-        path = os.path.join(config_dir, f"{recipe.name}.yaml")
-        with open(path, "w") as f:
+        paths.append(os.path.join(config_dir, f"{recipe.name}.yaml"))
+        with open(paths[-1], "w") as f:
             f.write(hydra_yaml(recipe))
-        paths.append(path)
     return paths

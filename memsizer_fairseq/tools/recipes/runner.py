@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, TextIO
 
 from ..tasks import SPLITS
 from ..toolkit import fairseq_cli, sentencepiece
@@ -26,42 +26,38 @@ class RecipeResult:
     log: List[str]
 
 
+@dataclass
 class Runner:
     """Runs (or, with ``dry_run``, only prints) the steps of one recipe in ``work_dir``."""
 
-    def __init__(self, recipe: Recipe, work_dir: str, raw_dir: Optional[str] = None,
-                 tiny: bool = False, workers: int = 1, dry_run: bool = False,
-                 extra_train: Sequence[str] = (), extra_evaluate: Sequence[str] = (),
-                 out=None):
-        if not tiny and not raw_dir:
+    recipe: Recipe
+    work_dir: str
+    raw_dir: Optional[str] = None
+    tiny: bool = False
+    workers: int = 1
+    dry_run: bool = False
+    extra_train: Sequence[str] = ()
+    extra_evaluate: Sequence[str] = ()
+    out: Optional[TextIO] = None  # default: sys.stdout
+
+    def __post_init__(self):
+        if not self.tiny and not self.raw_dir:
             raise ValueError("give --raw-dir DIR with your raw text files, or --tiny")
-        self.recipe = recipe
-        self.tiny = tiny
-        self.work_dir = os.path.abspath(work_dir)
-        self.raw_dir = os.path.abspath(raw_dir or os.path.join(self.work_dir, "raw"))
-        self.workers = workers
-        self.dry_run = dry_run
-        self.extra_train = list(extra_train)
-        self.extra_evaluate = list(extra_evaluate)
-        self.out = out if out is not None else sys.stdout
+        self.work_dir = os.path.abspath(self.work_dir)
+        self.raw_dir = os.path.abspath(self.raw_dir or os.path.join(self.work_dir, "raw"))
+        self.out = self.out if self.out is not None else sys.stdout
         self.log: List[str] = []
         self.spm_dir = os.path.join(self.work_dir, "spm")
         self.data_bin = os.path.join(self.work_dir, "data-bin")
         self.save_dir = os.path.join(self.work_dir, "checkpoints")
-
-    # what the steps run ------------------------------------------------------------------
-    def spm_vocab(self) -> Optional[int]:
-        if self.recipe.spm_vocab is None:
-            return None
-        return self.recipe.tiny.spm_vocab if self.tiny else self.recipe.spm_vocab
+        self.logs_dir = os.path.join(self.work_dir, "logs")
 
     def preprocess_args(self) -> List[str]:
         r = self.recipe
         # the sentencepiece pieces, or word-level text as it is
         pieces = self.spm_dir if r.spm_vocab is not None else self.raw_dir
-        args = merge_args(r.layout.preprocess_args(pieces),
-                          {"--destdir": self.data_bin, "--workers": self.workers})
-        return render_args(merge_args(args, r.preprocess))
+        return render_args(merge_args(r.layout.preprocess_args(pieces),
+                                      {"--destdir": self.data_bin, "--workers": self.workers}))
 
     def train_args(self) -> List[str]:
         args = self.recipe.train
@@ -71,7 +67,7 @@ class Runner:
                 "--save-dir", self.save_dir, *self.extra_train]
 
     def evaluate_args(self) -> List[str]:
-        args = self.recipe.evaluate_flags()
+        args = merge_args(self.recipe.task.generation, self.recipe.evaluate)
         if self.tiny:
             args = merge_args(merge_args(args, TINY_GENERATE), self.recipe.tiny.evaluate)
         if not self.recipe.task.paired:  # fairseq-eval-lm batches by --max-tokens
@@ -80,17 +76,8 @@ class Runner:
         return [self.data_bin, "--user-dir", fairseq_cli.USER_DIR, "--path", checkpoint,
                 "--gen-subset", "test", *render_args(args), *self.extra_evaluate]
 
-    # running ------------------------------------------------------------------------------
     def say(self, message: str):
         print(message, file=self.out, flush=True)
-
-    def fairseq(self, tool: str, args: List[str], log_name: str) -> str:
-        self.say("$ " + shlex.join(["fairseq-" + tool, *args]))
-        if self.dry_run:
-            return ""
-        output = fairseq_cli.run_fairseq(tool, args, os.path.join(self.work_dir, "logs", log_name))
-        self.log.append(output)
-        return output
 
     def evaluate(self) -> str:
         """The test set's scores, one line (the command printed first, as it would run), with
@@ -102,32 +89,26 @@ class Runner:
         self.say(f"$ {ENVIRONMENT_VARIABLE}={','.join(fixes)} " + shlex.join(
             [f"fairseq-{task.evaluator.tool}", *args]))
         with fixes_on(fixes):
-            scores, _ = task.evaluator.run(args,
-                                           os.path.join(self.work_dir, "logs", "evaluate.log"))
+            scores, _ = task.evaluator.run(args, os.path.join(self.logs_dir, "evaluate.log"))
         return "test: " + ", ".join(f"{m.label} = {scores[m.key]:.2f}" for m in task.quality)
 
     def step_raw(self):
+        r = self.recipe
         if self.tiny:
-            r = self.recipe
             self.say(f"[raw] writing a synthetic {r.task.name} corpus to {self.raw_dir}")
             if not self.dry_run:
                 r.task.write_tiny_corpus(self.raw_dir, r.layout, style=r.tiny_style)
-        self.check_raw()
-
-    def check_raw(self):
-        """Refuse missing or unusable raw files (before anything is written)."""
-        if not self.dry_run:
-            self.recipe.layout.check(self.raw_dir, f"{self.recipe.name} (--raw-dir: "
-                                     f"{self.recipe.about})")
+        if not self.dry_run:  # refuse missing or unusable raw files before anything is written
+            r.layout.check(self.raw_dir, f"{r.name} (--raw-dir: {r.about})")
 
     def step_spm(self):
-        vocab = self.spm_vocab()
-        if vocab is None:
+        if self.recipe.spm_vocab is None:
             self.say("[spm] word-level data: no sentencepiece model")
             return
+        vocab = self.recipe.tiny.spm_vocab if self.tiny else self.recipe.spm_vocab
         layout = self.recipe.layout
         options = sentencepiece.bpe_options(vocab, hard_vocab_limit=not self.tiny,
-                                            workers=self.workers, **self.recipe.spm_options)
+                                            workers=self.workers)
         inputs = [layout.file(self.raw_dir, "train", side) for side in layout.sides]
         self.say(f"[spm] learning a joined sentencepiece model on {' + '.join(inputs)}: "
                  + ", ".join(f"{k}={v}" for k, v in options.items()))
@@ -140,19 +121,10 @@ class Runner:
         """fairseq-preprocess into a temporary folder renamed to ``data-bin`` when complete."""
         args = self.preprocess_args()
         self.say("$ " + shlex.join(["fairseq-preprocess", *args]))
-        if self.dry_run:
-            return
-        at = args.index("--destdir")
-        self.log.append(fairseq_cli.binarize(args[:at] + args[at + 2:], self.data_bin,
-                                             os.path.join(self.work_dir, "logs",
-                                                          "preprocess.log")))
-
-    def fresh_start(self):
-        """``--tiny`` always starts over: remove what an earlier tiny run of this recipe made."""
-        for path in (self.raw_dir, self.spm_dir, self.data_bin, self.save_dir,
-                     os.path.join(self.work_dir, "logs")):
-            if os.path.isdir(path):
-                shutil.rmtree(path)
+        if not self.dry_run:
+            at = args.index("--destdir")
+            self.log.append(fairseq_cli.binarize(args[:at] + args[at + 2:], self.data_bin,
+                                                 os.path.join(self.logs_dir, "preprocess.log")))
 
     def binarized(self) -> bool:
         """Whether fairseq-preprocess finished here (the test split is written last)."""
@@ -164,22 +136,26 @@ class Runner:
         start = time.time()
         mode = "tiny" if self.tiny else "full"
         self.say(f"== {self.recipe.name} ({self.recipe.title}), {mode} mode, in {self.work_dir}")
-        if not self.dry_run:
-            if self.tiny:
-                self.fresh_start()
-            elif not self.binarized():
-                self.check_raw()
-            os.makedirs(self.work_dir, exist_ok=True)
+        if self.tiny and not self.dry_run:  # --tiny starts over: remove an earlier run's output
+            for path in (self.raw_dir, self.spm_dir, self.data_bin, self.save_dir, self.logs_dir):
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
         if not self.dry_run and not self.tiny and self.binarized():
             # a second run on real data: keep the binarized data, resume training
             self.say(f"[skip] {self.data_bin} holds binarized data: skipping spm and "
                      "preprocessing (delete it to redo them); fairseq-train resumes from "
                      f"{self.save_dir}/checkpoint_last.pt if it exists")
         else:
-            self.step_raw()
+            self.step_raw()  # checks the raw files before anything is written
+            if not self.dry_run:
+                os.makedirs(self.work_dir, exist_ok=True)
             self.step_spm()
             self.step_preprocess()
-        self.fairseq("train", self.train_args(), "train.log")
+        train = self.train_args()
+        self.say("$ " + shlex.join(["fairseq-train", *train]))
+        if not self.dry_run:
+            self.log.append(fairseq_cli.run_fairseq(
+                "train", train, os.path.join(self.logs_dir, "train.log")))
         result = self.evaluate() if not self.dry_run else "(dry run)"
         seconds = time.time() - start
         self.say(result)
