@@ -1,9 +1,6 @@
-"""Turn a trained fairseq Transformer checkpoint into a Memsizer checkpoint ("uptraining").
+"""Turn a trained fairseq Transformer checkpoint into a Memsizer checkpoint ("uptraining"):
 
-    python -m memsizer_fairseq.tools.uptrain TRANSFORMER.pt MEMSIZER.pt [--data DATA-BIN]
-        [--transfer-updates N] [--attention-init svd|paper] [--causal-proj-dim K]
-        [--cross-proj-dim K] [--q-init-scale S] [--kv-init-scale S] [--encoder-use-memsizer]
-        [--seed N] [--summary OUT.json]
+    python -m memsizer_fairseq.tools.uptrain TRANSFORMER.pt MEMSIZER.pt [--data DATA-BIN] ...
 
 then fine-tune it with the usual command and ``--finetune-from-model MEMSIZER.pt`` (same width and
 depth flags as the Transformer, ``--arch`` the printed Memsizer architecture). With ``--data``
@@ -11,9 +8,11 @@ depth flags as the Transformer, ``--arch`` the printed Memsizer architecture). W
 attention they replace (attention transfer, :mod:`.transfer`), everything else frozen.
 
 ``transformer*`` checkpoints become ``memsizer_transformer*`` and ``transformer_lm*`` become
-``memsizer_lm*``. Every tensor of the Transformer that the Memsizer model also has is copied
-unchanged: embeddings, positional embeddings, feed-forward blocks, layer norms, the output
-projection and every attention layer that stays softmax attention (by default the whole encoder).
+``memsizer_lm*`` (``--arch``: another preset of the same model, e.g.
+``memsizer_transformer_slots_32_128``). Every tensor of the Transformer that the Memsizer model
+also has is copied unchanged: embeddings, positional embeddings, feed-forward blocks, layer
+norms, the output projection and every attention layer that stays softmax attention (by default
+the whole encoder).
 Each attention layer that becomes Memsizer attention gets:
 
 * ``W_r`` (its values) = ``W_o W_v``, the Transformer's value and output projections composed,
@@ -39,20 +38,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .toolkit.plugin import uptrain_arch_map
-from .transfer import (
-    TransferError,
-    TransferResult,
-    TransferSettings,
-    add_transfer_args,
-    load_teacher,
-    transfer_attention,
-    transfer_settings,
-)
+from .toolkit.plugin import (PRESETS, MemsizerAttention, add_memsizer_args, atomic_write,
+                             fill_unset, uptrain_arch_map)
+from .transfer import (TransferError, TransferSettings, add_transfer_args, load_teacher,
+                       transfer_attention, transfer_settings)
 
-# The Memsizer preset that extends each fairseq Transformer architecture (fairseq's names as keys).
-ARCH_MAP = uptrain_arch_map()
-MEMSIZER_OWN = ("q_proj", "l_proj", "r_proj", "l_norm", "r_norm")
+ARCH_MAP = uptrain_arch_map()  # fairseq's Transformer architectures -> the Memsizer presets
 ATTENTION_INITS = ("svd", "paper")
 
 
@@ -60,37 +51,47 @@ class ConversionError(ValueError):
     """The checkpoint cannot be converted; the message says why."""
 
 
-def memsizer_arch(arch: str) -> str:
-    if arch not in ARCH_MAP:
-        raise ConversionError(
-            f"the checkpoint's --arch is {arch!r}; uptraining converts fairseq's Transformer "
-            f"architectures: {', '.join(sorted(ARCH_MAP))}")
-    return ARCH_MAP[arch]
+def _as_dict(config) -> Dict:
+    return vars(config) if isinstance(config, argparse.Namespace) else config
 
 
-def _model_args(state, overrides: Dict) -> argparse.Namespace:
-    """The Memsizer model's args: the Transformer's, the Memsizer arch, the overrides."""
+def _model_args(state, overrides: Dict, memsizer_arch: Optional[str] = None
+                ) -> argparse.Namespace:
+    """The Memsizer model's args: the Transformer's, the Memsizer arch (``memsizer_arch`` or the
+    preset extending the Transformer's), the overrides, then the preset's Memsizer settings
+    where the overrides leave them unset."""
     cfg = state.get("cfg")
     model_cfg = cfg.get("model") if isinstance(cfg, dict) else None
-    if model_cfg is None and state.get("args") is not None:  # pre-hydra checkpoints
-        model_cfg = state["args"]
+    if model_cfg is None:  # pre-hydra checkpoints
+        model_cfg = state.get("args")
     if model_cfg is None:
         raise ConversionError("the checkpoint holds no model configuration (cfg.model / args)")
-    values = dict(vars(model_cfg) if isinstance(model_cfg, argparse.Namespace) else model_cfg)
+    values = dict(_as_dict(model_cfg))
     for key, value in list(values.items()):
         if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
             group, _, name = value[2:-1].partition(".")  # e.g. ${task.tokens_per_sample}
-            source = (cfg or {}).get(group) or {}
-            source = vars(source) if isinstance(source, argparse.Namespace) else source
+            source = _as_dict((cfg or {}).get(group) or {})
             if name in source:
                 values[key] = source[name]
             else:
                 del values[key]
     arch = values.get("arch") or values.get("_name")
-    new_arch = memsizer_arch(arch)
-    values.update(arch=new_arch, _name=new_arch)
+    if arch not in ARCH_MAP:
+        raise ConversionError(
+            f"the checkpoint's --arch is {arch!r}; uptraining converts fairseq's Transformer "
+            f"architectures: {', '.join(sorted(ARCH_MAP))}")
+    model = next(p.model for p in PRESETS if p.arch == ARCH_MAP[arch])
+    choices = [p.arch for p in PRESETS if p.model == model]
+    memsizer_arch = memsizer_arch or ARCH_MAP[arch]
+    if memsizer_arch not in choices:
+        raise ConversionError(f"--arch {memsizer_arch}: a checkpoint of {arch} becomes one of "
+                              f"{', '.join(choices)}")
+    values.update(arch=memsizer_arch, _name=memsizer_arch)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return argparse.Namespace(**values)
+    args = argparse.Namespace(**values)
+    for fills in next(p.fills for p in PRESETS if p.arch == memsizer_arch):
+        fill_unset(args, fills)
+    return args
 
 
 def _dictionary(size: int, pad_index: int = 1):
@@ -105,45 +106,22 @@ def _dictionary(size: int, pad_index: int = 1):
     return dictionary
 
 
-def _vocab_sizes(model_state: Dict[str, torch.Tensor], is_lm: bool) -> Tuple[int, int]:
-    if is_lm:
-        key = "decoder.embed_tokens.weight"
-        if key not in model_state:
-            raise ConversionError(
-                "only language models with a plain embedding table can be converted "
-                "(adaptive input / character embeddings: not supported)")
-        size = model_state[key].shape[0]
-        return size, size
-    return (model_state["encoder.embed_tokens.weight"].shape[0],
-            model_state["decoder.embed_tokens.weight"].shape[0])
-
-
 def build_memsizer_model(args: argparse.Namespace, src_size: int, tgt_size: int, seed: int):
     """The Memsizer model with the paper's initialisation (seeded) for ``args``."""
     import memsizer_fairseq  # noqa: F401  (registers the architectures)
     from fairseq.models import ARCH_MODEL_REGISTRY
 
-    model_cls = ARCH_MODEL_REGISTRY[args.arch]
     src_dict, tgt_dict = _dictionary(src_size), _dictionary(tgt_size)
     task = argparse.Namespace(source_dictionary=src_dict, target_dictionary=tgt_dict,
                               dictionary=tgt_dict)
     torch.manual_seed(seed)
-    return model_cls.build_model(args, task)
-
-
-def memsizer_attention_prefixes(model) -> List[str]:
-    from .toolkit.plugin import MemsizerAttention
-
-    return [name for name, module in model.named_modules() if isinstance(module, MemsizerAttention)]
+    return ARCH_MODEL_REGISTRY[args.arch].build_model(args, task)
 
 
 def converted_layer(key: str, converted) -> Optional[str]:
     """The converted attention layer (a module name in ``converted``) that holds the tensor
     ``key`` (``...self_attn.q_proj.weight``, ``...self_attn.short_conv``), or None."""
-    for prefix in converted:
-        if key.startswith(prefix + "."):
-            return prefix
-    return None
+    return next((prefix for prefix in converted if key.startswith(prefix + ".")), None)
 
 
 def _attention_inits(old: Dict[str, torch.Tensor], prefix: str, attention, mode: str
@@ -174,15 +152,23 @@ def _attention_inits(old: Dict[str, torch.Tensor], prefix: str, attention, mode:
 
 
 def convert_state(state: Dict, overrides: Optional[Dict] = None, attention_init: str = "svd",
-                  seed: int = 1) -> Tuple[Dict, Dict[str, List[str]]]:
-    """The converted checkpoint and a report: ``copied``, ``initialised`` and ``dropped`` keys."""
+                  seed: int = 1, arch: Optional[str] = None
+                  ) -> Tuple[Dict, Dict[str, List[str]]]:
+    """The converted checkpoint and a report: ``copied``, ``initialised`` and ``dropped`` keys;
+    ``arch``: the Memsizer preset to write (see :func:`_model_args`)."""
     if attention_init not in ATTENTION_INITS:
         raise ConversionError(f"--attention-init must be one of {ATTENTION_INITS}")
-    args = _model_args(state, overrides or {})
+    args = _model_args(state, overrides or {}, arch)
     old = state["model"]
     is_lm = args.arch.startswith("memsizer_lm")
+    if is_lm and "decoder.embed_tokens.weight" not in old:
+        raise ConversionError(
+            "only language models with a plain embedding table can be converted "
+            "(adaptive input / character embeddings: not supported)")
+    sizes = [old[f"{side}.embed_tokens.weight"].shape[0]
+             for side in (("decoder", "decoder") if is_lm else ("encoder", "decoder"))]
     normalize_before = getattr(args, "decoder_normalize_before", None)
-    model = build_memsizer_model(args, *_vocab_sizes(old, is_lm), seed=seed)
+    model = build_memsizer_model(args, *sizes, seed=seed)
     if is_lm and normalize_before is False:
         # fairseq's base_lm_architecture (which every memsizer_lm preset runs) forces pre-norm
         raise ConversionError(
@@ -190,8 +176,8 @@ def convert_state(state: Dict, overrides: Optional[Dict] = None, attention_init:
             "fairseq's default for a bare --arch transformer_lm); memsizer_lm is pre-norm, like "
             "fairseq's LM presets: train the Transformer with --decoder-normalize-before")
     target = model.state_dict()
-    converted = set(memsizer_attention_prefixes(model))
     modules = dict(model.named_modules())
+    converted = {name for name, module in modules.items() if isinstance(module, MemsizerAttention)}
     new_model: Dict[str, torch.Tensor] = {}
     report: Dict[str, List[str]] = {"copied": [], "initialised": [], "dropped": []}
     for prefix in sorted(converted):
@@ -201,17 +187,16 @@ def convert_state(state: Dict, overrides: Optional[Dict] = None, attention_init:
     for key, tensor in target.items():
         if converted_layer(key, converted) is not None:
             report["initialised"].append(key)
-            continue
-        if key not in old:
-            if key.endswith("_float_tensor"):  # sinusoidal positions' placeholder buffer
-                new_model[key] = tensor
-                continue
+        elif key not in old and key.endswith("_float_tensor"):  # sinusoidal positions' buffer
+            new_model[key] = tensor
+        elif key not in old:
             raise ConversionError(f"the checkpoint lacks {key} (different architecture flags?)")
-        if old[key].shape != tensor.shape:
+        elif old[key].shape != tensor.shape:
             raise ConversionError(
                 f"{key}: checkpoint shape {tuple(old[key].shape)}, model {tuple(tensor.shape)}")
-        new_model[key] = old[key]
-        report["copied"].append(key)
+        else:
+            new_model[key] = old[key]
+            report["copied"].append(key)
     copied = set(report["copied"])
     report["dropped"] = sorted(k for k in old if k not in copied)
     unexpected = [k for k in report["dropped"] if converted_layer(k, converted) is None]
@@ -221,15 +206,12 @@ def convert_state(state: Dict, overrides: Optional[Dict] = None, attention_init:
 
     new_state = {key: value for key, value in state.items()
                  if key not in ("model", "last_optimizer_state", "args")}
-    new_state["model"] = {k: new_model[k] for k in target}
-    new_state["last_optimizer_state"] = None
-    new_state["args"] = None
-    cfg = copy.copy(state.get("cfg") or {})
+    new_state.update(model={k: new_model[k] for k in target}, last_optimizer_state=None,
+                     args=None)
+    new_state["cfg"] = cfg = copy.copy(state.get("cfg") or {})
     cfg["model"] = args
-    new_state["cfg"] = cfg
-    extra = dict(new_state.get("extra_state") or {})
-    extra.pop("best", None)
-    new_state["extra_state"] = extra
+    new_state["extra_state"] = {key: value for key, value in
+                                (new_state.get("extra_state") or {}).items() if key != "best"}
     # fairseq reads the criterion / optimizer names from the last entry; the count starts over
     history = state.get("optimizer_history") or [{}]
     new_state["optimizer_history"] = [dict(history[-1], num_updates=0, lr_scheduler_state={})]
@@ -259,48 +241,30 @@ def load_checkpoint(path: str) -> Dict:
     return state
 
 
-def transfer_into(new_state: Dict, source: str, data: str, settings: TransferSettings,
-                  log=print) -> TransferResult:
-    """Attention transfer (:mod:`.transfer`) from the Transformer of ``source`` into the
-    converted checkpoint ``new_state`` (its model tensors are replaced), on ``data``."""
-    teacher, task = load_teacher(source, data)
-    student = task.build_model(new_state["cfg"]["model"])
-    student.load_state_dict(new_state["model"], strict=True)
-    result = transfer_attention(teacher, student, task, settings, log)
-    new_state["model"] = {key: tensor.detach().clone()
-                          for key, tensor in student.state_dict().items()}
-    return result
-
-
 def convert_checkpoint(source: str, target: str, overrides: Optional[Dict] = None,
                        attention_init: str = "svd", seed: int = 1, data: Optional[str] = None,
-                       transfer: Optional[TransferSettings] = None, log=print
-                       ) -> Dict[str, List[str]]:
-    """Convert ``source`` into ``target`` (with ``transfer`` settings: attention transfer on
-    ``data`` first); returns the report of :func:`convert_state`, with ``arch`` and, after a
-    transfer, its :class:`~.transfer.TransferResult` under ``transfer``."""
+                       transfer: Optional[TransferSettings] = None, log=print,
+                       arch: Optional[str] = None) -> Dict[str, List[str]]:
+    """Convert ``source`` into ``target`` (with ``transfer`` settings: first attention transfer
+    from the Transformer of ``source``, on ``data``); returns the report of
+    :func:`convert_state`, with ``arch`` and, after a transfer, its
+    :class:`~.transfer.TransferResult` under ``transfer``."""
     from fairseq import checkpoint_utils
 
-    from .toolkit.plugin import atomic_write
-
-    new_state, report = convert_state(load_checkpoint(source), overrides, attention_init, seed)
+    new_state, report = convert_state(load_checkpoint(source), overrides, attention_init, seed,
+                                      arch)
     if transfer is not None:
-        report["transfer"] = transfer_into(new_state, source, data, transfer, log)
+        teacher, task = load_teacher(source, data)
+        student = task.build_model(new_state["cfg"]["model"])
+        student.load_state_dict(new_state["model"], strict=True)
+        report["transfer"] = transfer_attention(teacher, student, task, transfer, log)
+        new_state["model"] = {key: tensor.detach().clone()
+                              for key, tensor in student.state_dict().items()}
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     # a killed conversion leaves no truncated target
     atomic_write(target, lambda path: checkpoint_utils.torch_persistent_save(new_state, path))
     report["arch"] = [new_state["cfg"]["model"].arch]
     return report
-
-
-def write_summary(path: str, report: Dict):
-    """The conversion as JSON: the architecture and, after a transfer, its updates, time and
-    each layer's relative output error before and after."""
-    summary = {"arch": report["arch"][0], "transfer_updates": 0, "seconds": 0.0, "layers": {}}
-    if "transfer" in report:
-        summary.update(report["transfer"].summary())
-    with open(path, "w") as f:
-        json.dump(summary, f, indent=1)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -314,36 +278,41 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "paper's random initialisation (paper)")
     parser.add_argument("--seed", type=int, default=1,
                         help="seed of the random initialisation and of the transfer's batches")
+    parser.add_argument("--arch", metavar="ARCH",
+                        help="the Memsizer preset to write (default: the one extending the "
+                             "checkpoint's, e.g. memsizer_transformer for transformer); its "
+                             "settings fill the Memsizer flags not given")
     parser.add_argument("--summary", metavar="JSON",
                         help="also write the conversion (and the transfer's errors) as JSON")
     add_transfer_args(parser)
-    from .toolkit.plugin import add_memsizer_args
-
+    own = {action.dest for action in parser._actions}  # the rest: the model's overrides
     add_memsizer_args(parser)
     args = parser.parse_args(argv)
-    own = ("source", "target", "attention_init", "seed", "summary", "data", "transfer_updates",
-           "transfer_lr", "transfer_max_tokens")
     overrides = {k: v for k, v in vars(args).items() if k not in own}
     try:
         settings = transfer_settings(args, args.seed)  # checked before anything is read
         report = convert_checkpoint(args.source, args.target, overrides, args.attention_init,
-                                    args.seed, args.data, settings)
+                                    args.seed, args.data, settings, arch=args.arch)
     except (ConversionError, TransferError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {args.target}: --arch {report['arch'][0]}; {len(report['copied'])} tensors "
+    arch = report["arch"][0]
+    print(f"wrote {args.target}: --arch {arch}; {len(report['copied'])} tensors "
           f"copied, {len(report['initialised'])} Memsizer tensors initialised "
           f"({args.attention_init}), {len(report['dropped'])} attention tensors dropped")
+    summary = {"arch": arch, "transfer_updates": 0, "seconds": 0.0, "layers": {}}
     if "transfer" in report:
         result = report["transfer"]
         print(f"attention transfer: {result.updates} updates in {result.seconds:.0f} s; "
               "relative output error on the validation split, before -> after:")
         for name, before in result.before.items():
             print(f"  {name}: {before:.3f} -> {result.after[name]:.3f}")
-    if args.summary:
-        write_summary(args.summary, report)
+        summary.update(result.summary())
+    if args.summary:  # the transfer's updates, time and each layer's errors before and after
+        with open(args.summary, "w") as f:
+            json.dump(summary, f, indent=1)
     print(f"fine-tune with: fairseq-train ... --user-dir memsizer_fairseq "
-          f"--arch {report['arch'][0]} --finetune-from-model {args.target}")
+          f"--arch {arch} --finetune-from-model {args.target}")
     return 0
 
 

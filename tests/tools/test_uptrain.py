@@ -8,7 +8,7 @@ import torch
 
 from fairseq_helpers import build_translation_model, write_dicts
 from memsizer_fairseq.models.attention import MemsizerAttention
-from memsizer_fairseq.tools.uptrain import build_memsizer_model, convert_state
+from memsizer_fairseq.tools.uptrain import ConversionError, build_memsizer_model, convert_state
 
 SMALL = [
     "--encoder-embed-dim", "16", "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "32",
@@ -66,6 +66,24 @@ def test_conversion_into_the_short_convolution_starts_it_as_the_identity(transfo
     size = new["model"]["decoder.embed_tokens.weight"].shape[0]
     build_memsizer_model(new["cfg"]["model"], size, size, seed=1).load_state_dict(
         new["model"], strict=True)
+
+
+def test_conversion_into_a_preset_takes_its_slots_and_yields_to_a_flag(transformer_state):
+    new, _ = convert_state(transformer_state, arch="memsizer_transformer_slots_32_128")
+    args = new["cfg"]["model"]
+    assert (args.arch, args.causal_proj_dim, args.cross_proj_dim) == (
+        "memsizer_transformer_slots_32_128", 32, 128)
+    assert new["model"]["decoder.layers.0.self_attn.l_proj.weight"].shape[0] == 32
+    assert new["model"]["decoder.layers.0.encoder_attn.l_proj.weight"].shape[0] == 128
+    size = new["model"]["decoder.embed_tokens.weight"].shape[0]
+    build_memsizer_model(args, size, size, seed=1).load_state_dict(new["model"], strict=True)
+    flagged, _ = convert_state(transformer_state, {"causal_proj_dim": 8},
+                               arch="memsizer_transformer_slots_32_128")
+    assert (flagged["cfg"]["model"].causal_proj_dim, flagged["cfg"]["model"].cross_proj_dim) == (
+        8, 128)
+    with pytest.raises(ConversionError, match="--arch memsizer_lm: a checkpoint of transformer "
+                                              "becomes one of memsizer_transformer, "):
+        convert_state(transformer_state, arch="memsizer_lm")
 
 
 @pytest.mark.parametrize("content, message", [

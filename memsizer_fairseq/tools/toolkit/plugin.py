@@ -6,9 +6,9 @@ from typing import Iterator, Sequence, Tuple
 
 from ...compat import ENVIRONMENT_VARIABLE, fixes_installed
 from ...compat.checkpoint_safety import atomic_write
-from ...config import MemsizerConfig
+from ...config import MemsizerConfig, fill_unset
 from ...models.attention import MemsizerAttention
-from ...models.presets import uptrain_arch_map
+from ...models.presets import PRESETS, uptrain_arch_map
 from ...scoring.rouge import RougeF1
 
 
@@ -35,5 +35,5 @@ def fixes_on(names: Sequence[str]) -> Iterator[Tuple[str, ...]]:
             os.environ[ENVIRONMENT_VARIABLE] = saved
 
 
-__all__ = ["ENVIRONMENT_VARIABLE", "MemsizerAttention", "MemsizerConfig", "RougeF1",
-           "add_memsizer_args", "atomic_write", "fixes_on", "uptrain_arch_map"]
+__all__ = ["ENVIRONMENT_VARIABLE", "PRESETS", "MemsizerAttention", "MemsizerConfig", "RougeF1",
+           "add_memsizer_args", "atomic_write", "fill_unset", "fixes_on", "uptrain_arch_map"]
