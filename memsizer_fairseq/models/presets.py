@@ -4,7 +4,7 @@ options get their values.
 Each :class:`Preset` names a Memsizer architecture, the values it fills when they are unset (in
 order: the first mapping that sets a value wins) and the fairseq preset it runs afterwards, which
 fills the Transformer sizes the same way. The paper's presets keep the authors' settings exactly;
-the presets ending in ``_softmax_cross``, ``_short_conv`` and ``_slots_32_128`` are the settings
+the presets ending in ``_softmax_cross``, ``_short_conv`` and ``_causal_slots_32`` are the settings
 the README recommends, beyond the paper. The model modules register the presets of their task
 with :func:`register_presets`; uptraining (:mod:`memsizer_fairseq.tools.uptrain`) reads from
 the same table which Memsizer architecture a fairseq Transformer checkpoint becomes
@@ -43,9 +43,9 @@ LM_DEFAULTS: Dict[str, Any] = dict(MT_DEFAULTS, causal_proj_dim=32, q_init_scale
 # translation and summarization, a 4-tap causal short convolution for language models.
 SOFTMAX_CROSS = dict(cross_attention="softmax")
 SHORT_CONV = dict(causal_short_conv=4)
-# Recommended for a translation Transformer uptrained to a constant state: 32 causal and 128
-# cross-attention slots (docs/results.md, uptraining at the small size).
-SLOTS_32_128 = dict(causal_proj_dim=32, cross_proj_dim=128)
+# Recommended for a translation Transformer uptrained to a constant state: 32 causal
+# self-attention slots (docs/results.md, uptraining at the small size).
+CAUSAL_SLOTS_32 = dict(causal_proj_dim=32)
 
 # The plugin model that the presets of each fairseq task belong to.
 MODEL_OF_TASK = {
@@ -138,7 +138,7 @@ PRESETS: Tuple[Preset, ...] = (
            fairseq_transformer.base_architecture),
     Preset("memsizer_lm_short_conv", "language_modeling", (SHORT_CONV, LM_DEFAULTS),
            fairseq_lm.base_lm_architecture),
-    Preset("memsizer_transformer_slots_32_128", "translation", (SLOTS_32_128, MT_DEFAULTS),
+    Preset("memsizer_transformer_causal_slots_32", "translation", (CAUSAL_SLOTS_32, MT_DEFAULTS),
            fairseq_transformer.base_architecture),
 )
 

@@ -9,7 +9,7 @@ attention they replace (attention transfer, :mod:`.transfer`), everything else f
 
 ``transformer*`` checkpoints become ``memsizer_transformer*`` and ``transformer_lm*`` become
 ``memsizer_lm*`` (``--arch``: another preset of the same model, e.g.
-``memsizer_transformer_slots_32_128``). Every tensor of the Transformer that the Memsizer model
+``memsizer_transformer_causal_slots_32``). Every tensor of the Transformer that the Memsizer model
 also has is copied unchanged: embeddings, positional embeddings, feed-forward blocks, layer
 norms, the output projection and every attention layer that stays softmax attention (by default
 the whole encoder).

@@ -26,8 +26,7 @@ RECOMMENDED = {
     "memsizer_transformer_summarization_softmax_cross": (
         "memsizer_transformer_summarization", {"cross_attention": "softmax"}),
     "memsizer_lm_short_conv": ("memsizer_lm", {"causal_short_conv": 4}),
-    "memsizer_transformer_slots_32_128": ("memsizer_transformer",
-                                          {"causal_proj_dim": 32, "cross_proj_dim": 128}),
+    "memsizer_transformer_causal_slots_32": ("memsizer_transformer", {"causal_proj_dim": 32}),
 }
 TASK_FLAGS = {
     "translation": ["--task", "translation", "--source-lang", "src", "--target-lang", "tgt"],
@@ -53,7 +52,7 @@ def parse(data_dir, arch, extra=()):
 
 def test_every_recommended_preset_is_tested():
     named = {p.arch for p in PRESETS
-             if p.arch.endswith(("_softmax_cross", "_short_conv", "_slots_32_128"))}
+             if p.arch.endswith(("_softmax_cross", "_short_conv", "_causal_slots_32"))}
     assert named == set(RECOMMENDED)
 
 

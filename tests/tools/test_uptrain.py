@@ -69,18 +69,18 @@ def test_conversion_into_the_short_convolution_starts_it_as_the_identity(transfo
 
 
 def test_conversion_into_a_preset_takes_its_slots_and_yields_to_a_flag(transformer_state):
-    new, _ = convert_state(transformer_state, arch="memsizer_transformer_slots_32_128")
+    new, _ = convert_state(transformer_state, arch="memsizer_transformer_causal_slots_32")
     args = new["cfg"]["model"]
     assert (args.arch, args.causal_proj_dim, args.cross_proj_dim) == (
-        "memsizer_transformer_slots_32_128", 32, 128)
+        "memsizer_transformer_causal_slots_32", 32, 32)
     assert new["model"]["decoder.layers.0.self_attn.l_proj.weight"].shape[0] == 32
-    assert new["model"]["decoder.layers.0.encoder_attn.l_proj.weight"].shape[0] == 128
+    assert new["model"]["decoder.layers.0.encoder_attn.l_proj.weight"].shape[0] == 32
     size = new["model"]["decoder.embed_tokens.weight"].shape[0]
     build_memsizer_model(args, size, size, seed=1).load_state_dict(new["model"], strict=True)
-    flagged, _ = convert_state(transformer_state, {"causal_proj_dim": 8},
-                               arch="memsizer_transformer_slots_32_128")
+    flagged, _ = convert_state(transformer_state, {"causal_proj_dim": 8, "cross_proj_dim": 16},
+                               arch="memsizer_transformer_causal_slots_32")
     assert (flagged["cfg"]["model"].causal_proj_dim, flagged["cfg"]["model"].cross_proj_dim) == (
-        8, 128)
+        8, 16)
     with pytest.raises(ConversionError, match="--arch memsizer_lm: a checkpoint of transformer "
                                               "becomes one of memsizer_transformer, "):
         convert_state(transformer_state, arch="memsizer_lm")
