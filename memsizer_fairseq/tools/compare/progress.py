@@ -12,9 +12,10 @@ import os
 from typing import Dict, List, Optional
 
 from ..toolkit import fairseq_logs
+from ..toolkit.tables import table
 from .plots import plot_run_curves
 from .settings import TASKS
-from .tables import model_label, run_order, table
+from .tables import model_label, run_order
 
 
 def run_progress(log_path: str, task: str, finished: Optional[Dict] = None) -> Dict:

@@ -13,11 +13,11 @@ from typing import Dict, List, Tuple
 import pandas as pd
 
 from ..toolkit.plugin import atomic_write
-from ..toolkit.tables import markdown
+from ..toolkit.tables import markdown, table
 from .plots import plot_curves, plot_frontier
 from .run_state import DISTILLED, LM_TIMING, UPTRAINED, parse_step
 from .settings import BUDGETS, TASKS
-from .tables import (best_valid, means, model_label, run_flags, run_order, runs_frame, table,
+from .tables import (best_valid, means, model_label, run_flags, run_order, runs_frame,
                      with_means)
 
 Key = Tuple[str, str]  # (budget, task)

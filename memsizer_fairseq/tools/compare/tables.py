@@ -2,11 +2,10 @@
 configuration and seed (pandas), with the mean over seeds; what a task measures comes from its
 description (``tools/tasks.py``)."""
 import shlex
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional
 
 import pandas as pd
 
-from ..toolkit.tables import row_line
 from .run_state import DISTILLED, FRONTIER, LM_TIMING, UPTRAINED, parse_step
 from .settings import TASKS
 
@@ -131,8 +130,3 @@ def with_means(frame: pd.DataFrame) -> pd.DataFrame:
 def means(frame: pd.DataFrame) -> pd.DataFrame:
     """The mean over seeds of each configuration, indexed by configuration."""
     return frame.groupby("config", sort=False).mean(numeric_only=True)
-
-
-def table(headers: Sequence[str], rows: List[Sequence]) -> List[str]:
-    """A markdown table of rows of cells."""
-    return [row_line(headers), "|" + "---|" * len(headers), *map(row_line, rows)]

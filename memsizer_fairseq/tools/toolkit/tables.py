@@ -1,5 +1,5 @@
 """Markdown tables of pandas frames, shared by the comparison's and the benchmark's reports."""
-from typing import Callable, Dict, List, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple, Union
 
 import pandas as pd
 
@@ -19,6 +19,11 @@ def row_line(cells) -> str:
     return "| " + " | ".join(map(str, cells)) + " |"
 
 
+def table(headers: Sequence[str], rows: Iterable[Sequence]) -> List[str]:
+    """A markdown table of rows of cells (shown as they are)."""
+    return [row_line(headers), "|" + "---|" * len(headers), *map(row_line, rows)]
+
+
 def markdown(frame: pd.DataFrame, columns: Dict[str, Union[Format, Tuple[str, Format]]]
              ) -> List[str]:
     """A markdown table of ``frame``'s ``columns``: column -> (header, format), or column ->
@@ -27,8 +32,7 @@ def markdown(frame: pd.DataFrame, columns: Dict[str, Union[Format, Tuple[str, Fo
                for column, spec in columns.items()}
     rows = [[cell(row.get(column), form) for column, (_, form) in columns.items()]
             for row in frame.to_dict("records")]
-    return [row_line(header for header, _ in columns.values()),
-            "|" + "---|" * len(columns), *map(row_line, rows)]
+    return table([header for header, _ in columns.values()], rows)
 
 
 def columns_table(columns: Sequence[Tuple[str, Sequence]], form: Callable[[str], Format]
@@ -37,5 +41,4 @@ def columns_table(columns: Sequence[Tuple[str, Sequence]], form: Callable[[str],
     format of the column's cells."""
     forms = [form(header) for header, _ in columns]
     rows = zip(*(list(values) for _, values in columns))
-    return [row_line(header for header, _ in columns), "|" + "---|" * len(columns),
-            *(row_line(map(cell, row, forms)) for row in rows)]
+    return table([header for header, _ in columns], (map(cell, row, forms) for row in rows))
