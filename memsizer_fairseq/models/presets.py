@@ -95,6 +95,11 @@ class Preset:
     def model(self) -> str:
         return MODEL_OF_TASK[self.task]
 
+    def fill(self, args):
+        """Set the preset's Memsizer values that ``args`` leaves unset."""
+        for values in self.fills:
+            fill_unset(args, values)
+
 
 _MT, _LM = (MT_DEFAULTS,), (LM_DEFAULTS,)
 
@@ -151,8 +156,7 @@ def architecture_function(preset: Preset, before: Optional[Callable] = None,
     def architecture(args):
         if before is not None:
             before(args)
-        for values in preset.fills:
-            fill_unset(args, values)
+        preset.fill(args)
         preset.fairseq_preset(args)
         if after is not None:
             after(args)

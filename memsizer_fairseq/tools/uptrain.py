@@ -39,11 +39,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .toolkit.plugin import (PRESETS, MemsizerAttention, add_memsizer_args, atomic_write,
-                             fill_unset, uptrain_arch_map)
+                             uptrain_arch_map)
 from .transfer import (TransferError, TransferSettings, add_transfer_args, load_teacher,
                        transfer_attention, transfer_settings)
 
 ARCH_MAP = uptrain_arch_map()  # fairseq's Transformer architectures -> the Memsizer presets
+PRESET_OF_ARCH = {preset.arch: preset for preset in PRESETS}
 ATTENTION_INITS = ("svd", "paper")
 
 
@@ -80,8 +81,8 @@ def _model_args(state, overrides: Dict, memsizer_arch: Optional[str] = None
         raise ConversionError(
             f"the checkpoint's --arch is {arch!r}; uptraining converts fairseq's Transformer "
             f"architectures: {', '.join(sorted(ARCH_MAP))}")
-    model = next(p.model for p in PRESETS if p.arch == ARCH_MAP[arch])
-    choices = [p.arch for p in PRESETS if p.model == model]
+    model = PRESET_OF_ARCH[ARCH_MAP[arch]].model
+    choices = [name for name, preset in PRESET_OF_ARCH.items() if preset.model == model]
     memsizer_arch = memsizer_arch or ARCH_MAP[arch]
     if memsizer_arch not in choices:
         raise ConversionError(f"--arch {memsizer_arch}: a checkpoint of {arch} becomes one of "
@@ -89,8 +90,7 @@ def _model_args(state, overrides: Dict, memsizer_arch: Optional[str] = None
     values.update(arch=memsizer_arch, _name=memsizer_arch)
     values.update({k: v for k, v in overrides.items() if v is not None})
     args = argparse.Namespace(**values)
-    for fills in next(p.fills for p in PRESETS if p.arch == memsizer_arch):
-        fill_unset(args, fills)
+    PRESET_OF_ARCH[memsizer_arch].fill(args)
     return args
 
 

@@ -6,7 +6,7 @@ from typing import Iterator, Sequence, Tuple
 
 from ...compat import ENVIRONMENT_VARIABLE, fixes_installed
 from ...compat.checkpoint_safety import atomic_write
-from ...config import MemsizerConfig, fill_unset
+from ...config import MemsizerConfig
 from ...models.attention import MemsizerAttention
 from ...models.presets import PRESETS, uptrain_arch_map
 from ...scoring.rouge import RougeF1
@@ -36,4 +36,4 @@ def fixes_on(names: Sequence[str]) -> Iterator[Tuple[str, ...]]:
 
 
 __all__ = ["ENVIRONMENT_VARIABLE", "PRESETS", "MemsizerAttention", "MemsizerConfig", "RougeF1",
-           "add_memsizer_args", "atomic_write", "fill_unset", "fixes_on", "uptrain_arch_map"]
+           "add_memsizer_args", "atomic_write", "fixes_on", "uptrain_arch_map"]
