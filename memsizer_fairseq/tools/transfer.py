@@ -216,7 +216,8 @@ def transfer_settings(args: argparse.Namespace, seed: int) -> Optional[TransferS
             raise TransferError("--transfer-updates needs --data (the training data)")
         return None
     updates = TransferSettings.updates if args.transfer_updates is None else args.transfer_updates
-    settings = TransferSettings(updates, args.transfer_lr, args.transfer_max_tokens, seed)
+    settings = TransferSettings(updates=updates, lr=args.transfer_lr,
+                                max_tokens=args.transfer_max_tokens, seed=seed)
     for flag, value in (("--transfer-updates", settings.updates), ("--transfer-lr", settings.lr),
                         ("--transfer-max-tokens", settings.max_tokens)):
         if not value > 0:

@@ -47,8 +47,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Optional[RecipeResult]:
     recipe = RECIPES[args.recipe]
     work_dir = args.work_dir or os.path.join(
         fairseq_cli.REPO_ROOT, "runs", recipe.name + ("-tiny" if args.tiny else ""))
-    runner = Runner(recipe, work_dir, args.raw_dir, args.tiny, args.workers, args.dry_run,
-                    shlex.split(args.train_args), shlex.split(args.evaluate_args))
+    runner = Runner(recipe, work_dir, raw_dir=args.raw_dir, tiny=args.tiny, workers=args.workers,
+                    dry_run=args.dry_run, extra_train=shlex.split(args.train_args),
+                    extra_evaluate=shlex.split(args.evaluate_args))
     try:
         return runner.run()
     except (FileNotFoundError, ValueError, fairseq_cli.FairseqCommandError) as error:
